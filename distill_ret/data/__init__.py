@@ -1,0 +1,1 @@
+"""Data: formats, TFDS builders, grain pipelines, document segmentation."""

@@ -1,0 +1,1 @@
+"""Training core: partitioning, train state, jitted loop, checkpoints."""
