@@ -1,0 +1,161 @@
+"""BM25 through bm25s: an index over a corpus (title + text) that returns run dicts, and the `bm25` mode.
+
+`Bm25Index.build(corpus).search(queries, k)` is the first-stage retriever that later parts use for candidates
+and hard negatives. Tokenisation: lower-cased `\\w\\w+` tokens, English stop words removed, no stemming unless a
+PyStemmer language is named. Documents that share no term with a query are not returned (a run may hold fewer
+than k documents for a query, and none for a query whose terms are all unknown or stop words).
+"""
+import dataclasses
+import os
+from collections.abc import Mapping
+
+import bm25s
+import ml_collections
+from bm25s.tokenization import Tokenizer
+
+from distill_ret import evaluation
+from distill_ret.data import formats
+from distill_ret.errors import ConfigError
+
+METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bm25Params:
+    """Scoring and tokenisation settings."""
+
+    k1: float = 1.5  # term-frequency saturation
+    b: float = 0.75  # document-length normalisation
+    delta: float = 0.5  # lower bound added to term scores (bm25l and bm25+ only)
+    method: str = "lucene"  # one of METHODS
+    stopwords: str = "english"  # bm25s stop-word list name; "" keeps every token
+    stemmer: str = ""  # PyStemmer language (e.g. "english"); "" = no stemming
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"BM25 method must be one of {METHODS}, got {self.method!r}")
+        if self.k1 < 0 or not 0 <= self.b <= 1:
+            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+
+
+def _stemmer(language: str):
+    if not language:
+        return None
+    try:
+        import Stemmer
+    except ImportError:
+        raise ConfigError(f"stemming ({language!r}) needs PyStemmer: pip install PyStemmer") from None
+    return Stemmer.Stemmer(language)
+
+
+def document_text(document: formats.Document) -> str:
+    """The indexed text of a document: its title, then its body."""
+    return f"{document.title} {document.text}" if document.title else document.text
+
+
+class Bm25Index:
+    """A bm25s index over a fixed corpus; search returns `query id -> document id -> score`."""
+
+    def __init__(self, doc_ids: list[str], tokenizer: Tokenizer, retriever: bm25s.BM25):
+        self.doc_ids = doc_ids
+        self._tokenizer = tokenizer
+        self._retriever = retriever
+
+    @classmethod
+    def build(cls, corpus: Mapping[str, formats.Document], params: Bm25Params = Bm25Params()) -> "Bm25Index":
+        if not corpus:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        doc_ids = list(corpus)
+        tokenizer = Tokenizer(stopwords=params.stopwords or None, stemmer=_stemmer(params.stemmer))
+        tokens = tokenizer.tokenize(
+            [document_text(corpus[doc_id]) for doc_id in doc_ids], update_vocab=True, return_as="tuple",
+            show_progress=False,
+        )
+        retriever = bm25s.BM25(k1=params.k1, b=params.b, delta=params.delta, method=params.method)
+        retriever.index(tokens, show_progress=False)
+        return cls(doc_ids, tokenizer, retriever)
+
+    def search(self, queries: Mapping[str, str], k: int) -> dict[str, dict[str, float]]:
+        """Top-k documents per query (score > 0), best first; equal scores are ordered by document id."""
+        if k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
+        query_ids = list(queries)
+        tokens = self._tokenizer.tokenize(
+            [queries[qid] for qid in query_ids], update_vocab=False, return_as="ids", show_progress=False,
+            allow_empty=False,
+        )
+        run: dict[str, dict[str, float]] = {qid: {} for qid in query_ids}
+        searchable = [i for i, ids in enumerate(tokens) if ids]
+        if not searchable:
+            return run
+        # [queries, k] document indices and scores, best first.
+        indices, scores = self._retriever.retrieve(
+            [tokens[i] for i in searchable], k=min(k, len(self.doc_ids)), show_progress=False,
+            backend_selection="numpy",
+        )
+        for row, i in enumerate(searchable):
+            hits = [(self.doc_ids[int(j)], float(s)) for j, s in zip(indices[row], scores[row]) if s > 0]
+            run[query_ids[i]] = dict(sorted(hits, key=lambda hit: (-hit[1], hit[0])))
+        return run
+
+
+def params_from_config(section: ml_collections.ConfigDict) -> Bm25Params:
+    return Bm25Params(
+        k1=section.k1, b=section.b, delta=section.delta, method=section.method, stopwords=section.stopwords,
+        stemmer=section.stemmer,
+    )
+
+
+def _queries_of_split(dataset: formats.BeirDataset, split: str, beir_dir: str) -> dict[str, str]:
+    if not split:
+        return dataset.queries
+    if split not in dataset.qrels:
+        raise ConfigError(f"config.data.split={split!r} has no qrels in {beir_dir}; splits: {sorted(dataset.qrels)}")
+    return {qid: dataset.queries[qid] for qid in dataset.qrels[split]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bm25Outcome:
+    """What a BM25 job wrote and measured."""
+
+    paths: dict[str, str]  # "run", and when the split has qrels "metrics" (and "per_query" when asked)
+    metrics: dict[str, float] | None  # measure -> value; None without qrels
+    num_queries: int
+
+
+def run_bm25(
+    dataset: formats.BeirDataset, split: str, params: Bm25Params, top_k: int, eval_config: ml_collections.ConfigDict,
+    workdir: str, *, source: str,
+) -> Bm25Outcome:
+    """Searches a split's queries (all queries when `split` is ""), writes `<workdir>/bm25-<split>.trec` and,
+    when the split has qrels, `<workdir>/bm25-<split>.metrics.json`."""
+    queries = _queries_of_split(dataset, split, source)
+    run = Bm25Index.build(dataset.corpus, params).search(queries, top_k)
+    name = f"bm25-{split or 'all'}"
+    paths = {"run": os.path.join(workdir, f"{name}.trec")}
+    formats.write_run(run, paths["run"], tag="bm25")
+    if not split:
+        return Bm25Outcome(paths=paths, metrics=None, num_queries=len(queries))
+    result = evaluation.evaluate(
+        run, dataset.qrels[split], evaluation.measure_names(eval_config.measures),
+        relevance_level=eval_config.relevance_level,
+    )
+    extra = {"run": os.path.abspath(paths["run"]), "qrels": f"{source} [{split}]", "bm25": dataclasses.asdict(params),
+             "top_k": top_k}
+    paths.update(evaluation.save_evaluation(result, workdir, name, per_query=eval_config.per_query, extra=extra))
+    return Bm25Outcome(paths=paths, metrics=result.aggregate, num_queries=len(queries))
+
+
+def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Bm25Outcome:
+    """The `bm25` mode: BM25 over `data.beir_dir`, a TREC run of `data.split`'s queries, and its metrics."""
+    if not config.data.beir_dir:
+        raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
+    dataset = formats.read_beir(config.data.beir_dir)
+    outcome = run_bm25(
+        dataset, config.data.split, params_from_config(config.bm25), config.bm25.top_k, config.eval, workdir,
+        source=str(config.data.beir_dir),
+    )
+    if outcome.metrics is not None:
+        print(evaluation.format_table({f"bm25 {config.data.name}/{config.data.split}": outcome.metrics}))
+    print(f"{outcome.num_queries} queries searched; wrote {', '.join(outcome.paths.values())}")
+    return outcome
