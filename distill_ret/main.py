@@ -3,9 +3,13 @@
 Parses flags and dispatches to the library function that owns the mode; nothing else lives here.
 """
 import importlib
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from distill_ret.data.formats import FormatError
+from distill_ret.errors import ConfigError
 
 # mode -> "module:function"; each function takes (config: ConfigDict, workdir: str).
 MODES = {
@@ -19,17 +23,37 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file, e.g.
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's outputs (checkpoints, runs, metrics).")
 
 
-def main(argv):
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with one-line errors for bad `--config` values and overrides (no tracebacks)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        # A failing get_config() comes back with its traceback embedded: keep the flag and the final message.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        message = f"{lines[0]} {lines[-1]}" if "Traceback (most recent call last):" in lines else str(error)
+    except (AttributeError, KeyError) as error:  # raised by ml_collections for an unknown `--config.a.b` field
+        overrides = " ".join(arg for arg in argv if arg.startswith("--config."))
+        message = f"the config has no field {str(error).strip(chr(34) + chr(39))!r} (overrides: {overrides})"
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in MODES:
         raise app.UsageError(f"usage: distill-ret MODE --config=... --workdir=...; MODE is one of {sorted(MODES)}")
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("--config and --workdir are required")
     module_name, function_name = MODES[argv[1]].split(":")
-    getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
+    try:
+        getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
+    except (FormatError, ConfigError) as error:
+        sys.stderr.write(f"distill-ret {argv[1]}: error: {error}\n")
+        return 1
+    return 0
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
