@@ -8,6 +8,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from distill_ret import distributed
 from distill_ret.data.formats import FormatError
 from distill_ret.errors import ConfigError
 
@@ -17,10 +18,14 @@ MODES = {
     "bm25": "distill_ret.bm25:run_from_config",
     "evaluate": "distill_ret.evaluation:run_from_config",
     "demo": "distill_ret.demo:run_from_config",
+    "train": "distill_ret.training.trainer:run_from_config",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file, e.g. configs/bm25.py:cranfield.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's outputs (checkpoints, runs, metrics).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process job (jax.distributed.initialize); also DISTILL_RET_DISTRIBUTED=1."
+)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -43,6 +48,8 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"usage: distill-ret MODE --config=... --workdir=...; MODE is one of {sorted(MODES)}")
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("--config and --workdir are required")
+    if _DISTRIBUTED.value or distributed.requested_by_environment():
+        distributed.initialize()
     module_name, function_name = MODES[argv[1]].split(":")
     try:
         getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
