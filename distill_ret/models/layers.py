@@ -157,9 +157,12 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     dtype: jnp.dtype = jnp.float32
     kernel_init: Initializer = nn.initializers.normal(stddev=0.02)
+    # T5 initialises the query projection at a smaller scale (it does not scale the logits); None = kernel_init.
+    query_kernel_init: Initializer | None = None
 
-    def _projection(self, features: int, axes: tuple[str, str], name: str) -> Dense:
-        return Dense(features, axes, use_bias=self.use_bias, dtype=self.dtype, kernel_init=self.kernel_init, name=name)
+    def _projection(self, features: int, axes: tuple[str, str], name: str, kernel_init: Initializer | None = None) -> Dense:
+        return Dense(features, axes, use_bias=self.use_bias, dtype=self.dtype, kernel_init=kernel_init or self.kernel_init,
+                     name=name)
 
     @nn.compact
     def __call__(
@@ -175,7 +178,7 @@ class MultiHeadAttention(nn.Module):
         joined = self.num_heads * self.head_dim
         batch, q_len = inputs_q.shape[:2]
         split = lambda x: x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))  # [b, l, h*d] -> [b, l, h, d]
-        query = split(self._projection(joined, ("embed", "joined_kv"), "query")(inputs_q))
+        query = split(self._projection(joined, ("embed", "joined_kv"), "query", self.query_kernel_init)(inputs_q))
         key = split(self._projection(joined, ("embed", "joined_kv"), "key")(inputs_kv))
         value = split(self._projection(joined, ("embed", "joined_kv"), "value")(inputs_kv))
 
