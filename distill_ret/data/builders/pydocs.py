@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import pathlib
 import re
@@ -146,6 +147,12 @@ def collect(
     return PydocsCorpus(documents, queries, split_of, passage_of, skipped)
 
 
+@functools.lru_cache(maxsize=2)
+def _collect_once(root: pathlib.Path, packages: tuple[str, ...], dev_fraction: float, test_fraction: float) -> PydocsCorpus:
+    """`collect`, cached so that building the corpus and the queries parts parses the sources once."""
+    return collect(root, packages, dev_fraction, test_fraction)
+
+
 def passage_qrels(corpus: PydocsCorpus, split: str) -> dict[str, dict[str, int]]:
     """Passage-level judgements of one split: each query -> its own passage, gain 1."""
     return {qid: {corpus.passage_of[qid]: 1} for qid, name in corpus.split_of.items() if name == split}
@@ -158,7 +165,7 @@ class Pydocs(common.ArrayRecordBuilder):
 
     def _part_splits(self):
         config = self.builder_config
-        corpus = collect(pathlib.Path(config.raw_dir), config.packages, config.dev_fraction, config.test_fraction)
+        corpus = _collect_once(pathlib.Path(config.raw_dir), config.packages, config.dev_fraction, config.test_fraction)
         if config.part == "corpus":
             return {common.CORPUS_SPLIT: common.long_document_examples(corpus.documents)}
         owner = {span.passage_id: doc.doc_id for doc in corpus.documents for span in doc.passages}
