@@ -1,14 +1,13 @@
 """Shared pieces of the TFDS builders: the feature schema, the array_record base builder, long documents.
 
-Schema (strings are TFDS `Text` features, which data sources return as UTF-8 `bytes`):
-
 TFDS gives every split of a builder the same features, so each data set is built as two parts, two builder
-configs `<name>_corpus` and `<name>_queries` of the same builder (directories `<data_dir>/<builder>/<name>_<part>/`):
+configs `<name>_corpus` and `<name>_queries` of the same builder (directories `<data_dir>/<builder>/<name>_<part>/`).
+Schema (strings are TFDS `Text` features, which data sources return as UTF-8 `bytes`):
 
 * part `corpus`, split `corpus`, one example per retrieval unit, in source order:
   `doc_id`, `title`, `text`; long-document builders (`long_docs`, `pydocs`) add `passages`, a sequence of
-  {`passage_id`, `title`, `text`, `start`, `end`} where `text[start:end]` of the document is the passage's
-  segment (see `assemble_document`).
+  {`passage_id`, `title`, `text`, `start`, `end`} where `text[start:end]` of the document (offsets in
+  characters of the decoded string) is the passage's segment (see `assemble_document`).
 * part `queries`, one split per judged query set (`train`, `dev`, `test`, ...), one example per query that has
   judgements, in qrels order (a split without judged queries is left out):
   `query_id`, `text`, and its judgements as parallel lists `doc_ids` / `gains` over the `corpus` split;
