@@ -1,7 +1,7 @@
 """BM25 baseline (mode `bm25`): `distill-ret bm25 --config=configs/bm25.py:cranfield --workdir=workdirs/bm25`.
 
 Presets: `cranfield` (../shared/data/cranfield, test split), `pydocs` (the demo corpus exported by
-`distill-ret build-data --config=configs/build_data.py:pydocs`).
+`distill-ret build-data --config=configs/build_data.py:pydocs`, built on first use).
 """
 import pathlib
 
@@ -9,11 +9,11 @@ import ml_collections
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-PYDOCS_BEIR = REPO_ROOT / "workdirs" / "data" / "pydocs" / "beir"
+DATA_DIR = REPO_ROOT / "workdirs" / "data"
 
 PRESETS = {
     "cranfield": {"name": "cranfield", "beir_dir": str(SHARED_DATA / "cranfield")},
-    "pydocs": {"name": "pydocs", "beir_dir": str(PYDOCS_BEIR)},
+    "pydocs": {"name": "pydocs", "beir_dir": ""},
 }
 
 
@@ -24,8 +24,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = PRESETS[preset]["name"]  # data set name, used in printed labels
-    config.data.beir_dir = PRESETS[preset]["beir_dir"]  # BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/)
+    config.data.name = PRESETS[preset]["name"]  # data set label; without beir_dir, the builder providing the data
+    config.data.beir_dir = PRESETS[preset]["beir_dir"]  # BEIR-layout directory; "" = builder data.name's export
+    if preset == "pydocs":  # the pydocs builder's BEIR export (built on first use, as by configs/build_data.py:pydocs)
+        config.data.raw_dir = ""  # stdlib source directory; "" = this Python's
+        config.data.data_dir = str(DATA_DIR)  # TFDS output root shared with configs/build_data.py
+        config.data.config_name = ""  # name of the built variant; "" = derived from the options
+        config.data.packages = ()  # top-level stdlib packages to read; () = all but the excluded ones
+        config.data.dev_fraction = 0.1  # fraction of queries in the dev split
+        config.data.test_fraction = 0.1  # fraction of queries in the test split
+        config.data.export_beir = True  # the BEIR-layout export is what this job reads
+        config.data.level = "passages"  # retrieval unit: "passages" (docstrings) or "documents" (modules)
     config.data.split = "test"  # qrels split whose queries are searched and evaluated; "" = all queries, no metrics
 
     config.bm25 = ml_collections.ConfigDict()

@@ -14,7 +14,7 @@ import ml_collections
 from bm25s.tokenization import Tokenizer
 
 from distill_ret import evaluation
-from distill_ret.data import formats
+from distill_ret.data import formats, sources
 from distill_ret.errors import ConfigError
 
 METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")
@@ -147,13 +147,11 @@ def run_bm25(
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Bm25Outcome:
-    """The `bm25` mode: BM25 over `data.beir_dir`, a TREC run of `data.split`'s queries, and its metrics."""
-    if not config.data.beir_dir:
-        raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
-    dataset = formats.read_beir(config.data.beir_dir)
+    """The `bm25` mode: BM25 over `config.data`'s corpus, a TREC run of `data.split`'s queries, and its metrics."""
+    dataset, source = sources.load_beir(config, workdir)
     outcome = run_bm25(
         dataset, config.data.split, params_from_config(config.bm25), config.bm25.top_k, config.eval, workdir,
-        source=str(config.data.beir_dir),
+        source=source,
     )
     if outcome.metrics is not None:
         print(evaluation.format_table({f"bm25 {config.data.name}/{config.data.split}": outcome.metrics}))

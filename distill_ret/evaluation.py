@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import ir_measures
 import ml_collections
 
-from distill_ret.data import formats
+from distill_ret.data import formats, sources
 from distill_ret.errors import ConfigError
 
 DEFAULT_MEASURES = ("nDCG@10", "MRR@10", "MRR@100", "R@5", "R@20", "R@100", "R@1000", "MAP")
@@ -146,28 +146,30 @@ def save_evaluation(
     return paths
 
 
-def _load_judgements(config: ml_collections.ConfigDict) -> tuple[dict, dict | None, dict | None, str]:
-    """(qrels, queries, corpus, qrels description) from `data.beir_dir` + `data.split` or from `eval.qrels_path`."""
-    beir_dir, qrels_path = config.data.beir_dir, config.eval.qrels_path
-    if bool(beir_dir) == bool(qrels_path):
-        raise ConfigError("set exactly one of config.data.beir_dir (with config.data.split) and config.eval.qrels_path")
+def _load_judgements(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict | None, dict | None, str]:
+    """(qrels, queries, corpus, qrels description) from `eval.qrels_path`, or else from `config.data` + `data.split`."""
+    qrels_path = config.eval.qrels_path
     if qrels_path:
         readers = {"beir": formats.read_qrels, "trec": formats.read_trec_qrels}
         if config.eval.qrels_format not in readers:
             raise ConfigError(f"config.eval.qrels_format must be one of {sorted(readers)}, got {config.eval.qrels_format!r}")
         return readers[config.eval.qrels_format](qrels_path), None, None, str(qrels_path)
-    dataset = formats.read_beir(beir_dir)
+    dataset, source = sources.load_beir(config, workdir)
     if config.data.split not in dataset.qrels:
-        raise ConfigError(f"config.data.split={config.data.split!r} has no qrels in {beir_dir}; splits: {sorted(dataset.qrels)}")
-    return dataset.qrels[config.data.split], dataset.queries, dataset.corpus, f"{beir_dir} [{config.data.split}]"
+        raise ConfigError(f"config.data.split={config.data.split!r} has no qrels in {source}; splits: {sorted(dataset.qrels)}")
+    return dataset.qrels[config.data.split], dataset.queries, dataset.corpus, f"{source} [{config.data.split}]"
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Evaluation:
-    """The `evaluate` mode: scores `eval.run_path`, prints the table, writes `<workdir>/<name>.metrics.json`."""
+    """The `evaluate` mode: scores `eval.run_path`, prints the table, writes `<workdir>/<name>.metrics.json`.
+
+    Judgements come from `eval.qrels_path` when it is set, else from `config.data` (see `sources.load_beir`);
+    in the latter case every query and document id of the run must exist in the data set.
+    """
     run_path = config.eval.run_path
     if not run_path:
         raise ConfigError("config.eval.run_path is required (a TREC run file)")
-    qrels, queries, corpus, qrels_description = _load_judgements(config)
+    qrels, queries, corpus, qrels_description = _load_judgements(config, workdir)
     run = formats.read_run(run_path, queries=queries, corpus=corpus)
     if not any(qid in qrels for qid in run):
         raise formats.FormatError(run_path, None, f"no query of this run has judgements in {qrels_description}")

@@ -1,4 +1,5 @@
 """The command line in subprocesses: modes, `--config.a.b=v` overrides, usage errors, bad input with clean exits."""
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -88,3 +89,56 @@ def test_usage_and_config_errors_exit_non_zero(tmp_path, args, message):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_build_data_then_bm25_on_the_pydocs_export(tmp_path):
+    packages = "--config.data.packages=('http', 'json')"
+    data_dir = f"--config.data.data_dir={tmp_path / 'data'}"
+    built = _cli(
+        "build-data", f"--config={REPO_ROOT / 'configs' / 'build_data.py'}:pydocs", f"--workdir={tmp_path / 'build'}",
+        packages, data_dir, cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    exports = sorted((tmp_path / "data" / "beir_layout" / "pydocs").glob("*/passages"))
+    assert len(exports) == 1
+    searched = _cli(
+        "bm25", f"--config={BM25_CONFIG}:pydocs", f"--workdir={tmp_path / 'bm25'}", packages, data_dir,
+        "--config.data.split=train", cwd=tmp_path,
+    )
+    assert searched.returncode == 0, searched.stderr
+    dataset = formats.read_beir(exports[0])
+    run = formats.read_run(tmp_path / "bm25" / "bm25-train.trec", queries=dataset.queries, corpus=dataset.corpus)
+    expected = bm25.Bm25Index.build(dataset.corpus).search(
+        {qid: dataset.queries[qid] for qid in dataset.qrels["train"]}, 1000
+    )
+    assert run == {qid: docs for qid, docs in expected.items() if docs}  # scores are written with repr(): exact
+    assert "bm25 pydocs/train" in searched.stdout
+
+
+def _load_config_module(name):
+    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO_ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["bm25", "evaluate", "build_data", "demo"])
+def test_every_preset_loads_and_every_field_has_a_comment(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    module = _load_config_module(name)
+    source = (REPO_ROOT / "configs" / f"{name}.py").read_text()
+    for preset in [None, *module.PRESETS]:
+        config = module.get_config(preset)
+        for section, fields in config.items():
+            for field in fields:
+                line = next(line for line in source.splitlines() if f"config.{section}.{field} = " in line)
+                assert "  # " in line, f"configs/{name}.py: config.{section}.{field} has no comment"
+    with pytest.raises(ValueError, match="unknown preset"):
+        module.get_config("no-such-preset")
+
+
+def test_cranfield_default_is_resolved_from_the_config_file(cranfield_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ["bm25", "evaluate"]:
+        assert pathlib.Path(_load_config_module(name).get_config("cranfield").data.beir_dir) == cranfield_dir
+    assert pathlib.Path(_load_config_module("build_data").get_config("cranfield").data.raw_dir) == cranfield_dir

@@ -134,7 +134,7 @@ def _beir_fixture(directory):
 def _evaluate_config(**eval_fields):
     config = ml_collections.ConfigDict(
         {
-            "data": {"beir_dir": "", "split": "test"},
+            "data": {"name": "", "beir_dir": "", "split": "test"},
             "eval": {
                 "run_path": "", "qrels_path": "", "qrels_format": "beir", "measures": "nDCG@10,MRR@10,R@5,MAP",
                 "relevance_level": 1, "per_query": False, "name": "",
@@ -190,7 +190,7 @@ def test_evaluate_mode_rejects_a_run_without_judged_queries(tmp_path):
     ("fields", "message"),
     [
         ({}, "run_path is required"),
-        ({"run_path": "x.trec"}, "exactly one of"),
+        ({"run_path": "x.trec"}, "set config.data.beir_dir"),
         ({"run_path": "x.trec", "qrels_path": "q.tsv", "qrels_format": "csv"}, "qrels_format"),
     ],
 )
