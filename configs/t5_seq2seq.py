@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.adam_eps = 1e-8  # Adam epsilon
     config.train.grad_clip_norm = 1.0  # clip gradients to this global norm; 0 = off
     config.train.log_every = 10  # steps between metric records (means over the interval)
-    config.train.eval_every = 100  # steps between evaluations
+    config.train.eval_every = 100  # steps between evaluations (and at the end); 0 = no evaluation
     config.train.prefetch = 2  # host batches prepared ahead by a background thread; 0 = none
 
     config.mesh = ml_collections.ConfigDict()

@@ -30,6 +30,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_ret import distributed
+from distill_ret.errors import ConfigError
 from distill_ret.data import pipeline
 from distill_ret.training import checkpointing, partitioning
 from distill_ret.training import metrics as metrics_lib
@@ -223,13 +224,18 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
         iterator.set_state(data_state)
         logging.info("resumed from the checkpoint at step %d in %s", start, checkpoint_dir)
 
-    evaluation = _evaluation_setup(task, config, mesh, rules, shardings.params)
+    log_every, eval_every = int(train_config.log_every), int(train_config.eval_every)
+    evaluation = _evaluation_setup(task, config, mesh, rules, shardings.params) if eval_every > 0 else None
+    if config.checkpoint.best_metric and evaluation is None:
+        raise ConfigError(
+            f"checkpoint.best_metric={config.checkpoint.best_metric!r} needs evaluation: set train.eval_every > 0 "
+            "(and a task with an eval function)"
+        )
     writer = metrics_lib.MetricWriter(
         workdir, start_step=start, num_steps=num_steps, enabled=distributed.is_main_process(),
     )
     preemption = _PreemptionNotice(store)
     buffer = _MetricBuffer()
-    log_every, eval_every = int(train_config.log_every), int(train_config.eval_every)
     eval_metrics = None
     try:
         with partitioning.sharding_context(mesh, rules):
