@@ -119,9 +119,11 @@ def relative_position_buckets(
     else:
         distance = -np.minimum(relative, 0)
     max_exact = num_buckets // 2
+    # float32 in transformers' operation order, so that truncation lands in the same buckets.
     with np.errstate(divide="ignore"):
-        log_ratio = np.log(distance.astype(np.float32) / np.float32(max_exact)) / np.float32(np.log(max_distance / max_exact))
-    large = max_exact + np.nan_to_num(log_ratio * np.float32(num_buckets - max_exact), neginf=0.0).astype(np.int64)
+        log_ratio = np.log(distance.astype(np.float32) / np.float32(max_exact))  # [q, k], -inf at distance 0
+    log_ratio = log_ratio / np.float32(np.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
+    large = max_exact + np.nan_to_num(log_ratio, neginf=0.0).astype(np.int64)  # [q, k]
     large = np.minimum(large, num_buckets - 1)
     return buckets + np.where(distance < max_exact, distance, large)  # [q, k]
 
@@ -189,6 +191,8 @@ def _norm(cfg: T5Config, name: str) -> layers.RMSNorm:
 
 
 class EncoderLayer(nn.Module):
+    """Pre-norm self-attention and MLP blocks with residuals."""
+
     config: T5Config
 
     @nn.compact
@@ -203,6 +207,8 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """Pre-norm causal self-attention (cached when decoding), cross-attention and MLP blocks with residuals."""
+
     config: T5Config
 
     @nn.compact
@@ -235,6 +241,8 @@ def _relpos(cfg: T5Config, bidirectional: bool) -> RelativePositionBias:
 
 
 class Encoder(nn.Module):
+    """Embeddings -> layers sharing one bidirectional relative position bias -> final RMS norm."""
+
     config: T5Config
     shared_embedding: nn.Module
 
@@ -244,14 +252,17 @@ class Encoder(nn.Module):
         src_len = input_ids.shape[1]
         mask = (input_ids != cfg.pad_token_id)[:, None, None, :]  # [b, 1, 1, src]: padded keys are hidden
         bias = _relpos(cfg, bidirectional=True)(src_len, src_len)  # [1, heads, src, src]
-        x = nn.Dropout(cfg.dropout_rate)(self.shared_embedding(input_ids), deterministic=deterministic)  # [b, src, d]
+        x = self.shared_embedding(input_ids)  # [b, src, d_model]
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic=deterministic)
+            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic=deterministic)  # [b, src, d_model]
         x = _norm(cfg, "encoder_norm")(x)  # [b, src, d_model]
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
 
 class Decoder(nn.Module):
+    """Embeddings -> layers sharing one causal relative position bias -> final RMS norm -> float32 logits."""
+
     config: T5Config
     shared_embedding: nn.Module
 
@@ -265,9 +276,10 @@ class Decoder(nn.Module):
         cross_mask = (encoder_input_ids != cfg.pad_token_id)[:, None, None, :]  # [b, 1, 1, src]
         length = self._bias_length(decoder_input_ids) if decode else decoder_input_ids.shape[1]
         # Full-length causal bias [1, heads, len, len]; with the cache, attention takes the current row.
-        bias = _relpos(cfg, bidirectional=False)(length, length)
+        bias = _relpos(cfg, bidirectional=False)(length, length)  # [1, heads, len, len]
         self_mask = None if decode else layers.make_causal_mask(length)  # [1, 1, tgt, tgt]
-        x = nn.Dropout(cfg.dropout_rate)(self.shared_embedding(decoder_input_ids), deterministic=deterministic)
+        x = self.shared_embedding(decoder_input_ids)  # [b, tgt, d_model]
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         for i in range(cfg.num_decoder_layers):
             x = DecoderLayer(cfg, name=f"layers_{i}")(
                 x, encoded, self_mask, cross_mask, bias, deterministic=deterministic, decode=decode
