@@ -1,9 +1,13 @@
-"""A tiny annotated model, its Task and a trainer config, shared by the training-core tests.
+"""Shared by the training-core tests: a tiny annotated model, its Task, trainer configs, `train` command lines.
 
 The model is built from `distill_ret.models.layers` with the same logical axis names as T5/BERT (vocab, embed,
 mlp), so the partitioning rules shard it the way they shard the real models. The task predicts, for every
 token, the next id (id + 1 mod vocab): every position counts, so a batch loss is a plain mean over examples.
 """
+import importlib.util
+import pathlib
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,7 @@ import optax
 
 from distill_ret.data import pipeline
 from distill_ret.models import layers
+from distill_ret.training import metrics
 from distill_ret.training.tasks import Task
 
 VOCAB, LENGTH = 16, 8
@@ -95,3 +100,38 @@ def make_config(num_steps: int = 6, batch_size: int = 16, **sections) -> ml_coll
     for section, values in sections.items():
         config[section].update(values)
     return config
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# The toy `train` task shrunk so that a subprocess compiles and runs it in seconds (dotted config overrides).
+TINY_T5 = {
+    "model.vocab_size": 32, "model.d_model": 16, "model.d_kv": 4, "model.d_ff": 32, "model.num_layers": 1,
+    "model.num_decoder_layers": 1, "model.num_heads": 4, "model.relative_attention_num_buckets": 8,
+    "model.dropout_rate": 0.1, "data.vocab_size": 16, "data.max_length": 6, "data.num_train": 512,
+    "train.batch_size": 8, "train.warmup_steps": 2, "train.log_every": 1, "train.eval_every": 0,
+}
+
+
+def t5_config(overrides: dict) -> ml_collections.ConfigDict:
+    """configs/t5_seq2seq.py:tiny with dotted overrides, as `--config.a.b=v` would give."""
+    spec = importlib.util.spec_from_file_location("t5_seq2seq_config", REPO_ROOT / "configs" / "t5_seq2seq.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("tiny")
+    for dotted, value in overrides.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    return config
+
+
+def train_command(workdir: pathlib.Path, overrides: dict, *extra: str) -> list[str]:
+    """The `distill-ret train` command line for configs/t5_seq2seq.py:tiny with dotted overrides."""
+    flags = [f"--config.{dotted}={value}" for dotted, value in overrides.items()]
+    return [sys.executable, "-m", "distill_ret.main", "train", "--config=configs/t5_seq2seq.py:tiny",
+            f"--workdir={workdir}", *flags, *extra]
+
+
+def train_records(workdir: pathlib.Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    return metrics.read_log(path) if path.exists() else []
