@@ -10,8 +10,9 @@ from distill_ret.models import heads
 
 
 def test_bucket_lengths_and_batch_plan():
-    assert index.bucket_lengths(256) == (16, 32, 64, 128, 256)
-    assert index.bucket_lengths(100, smallest=32) == (32, 64, 100)
+    assert index.bucket_lengths(256) == (32, 64, 96, 128, 160, 192, 224, 256)
+    assert index.bucket_lengths(100, step=48) == (48, 96, 100)
+    assert index.bucket_lengths(20) == (20,)
     lengths = [5, 40, 17, 3, 16, 90, 33]
     plan = index.plan_batches(lengths, 3, (16, 32, 64, 128))
     assert [rows.tolist() for rows, _ in plan] == [[3, 0, 4], [2, 6, 1], [5]]
