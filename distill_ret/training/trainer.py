@@ -74,7 +74,7 @@ def make_train_step(
         step_metrics = {
             **task_metrics,
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state.step),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
@@ -226,7 +226,8 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
 
     log_every, eval_every = int(train_config.log_every), int(train_config.eval_every)
     evaluation = _evaluation_setup(task, config, mesh, rules, shardings.params) if eval_every > 0 else None
-    if config.checkpoint.best_metric and evaluation is None:
+    evaluates = eval_every > 0 and (evaluation is not None or task.host_eval is not None)
+    if config.checkpoint.best_metric and not evaluates:
         raise ConfigError(
             f"checkpoint.best_metric={config.checkpoint.best_metric!r} needs evaluation: set train.eval_every > 0 "
             "(and a task with an eval function)"
@@ -245,8 +246,7 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
                 buffer.add(step, step_metrics)
                 preempted = preemption.reached(step)
                 save = step % int(config.checkpoint.every) == 0 or step == num_steps or preempted
-                evaluate = (evaluation is not None or task.host_eval is not None) and (
-                    step % eval_every == 0 or step == num_steps)
+                evaluate = evaluates and (step % eval_every == 0 or step == num_steps)
                 if save or evaluate or step % log_every == 0:
                     buffer.check(store.latest_step(), checkpoint_dir)
                 if step % log_every == 0 or step == num_steps or preempted:
