@@ -20,6 +20,7 @@ MODES = {
     "demo": "distill_ret.demo:run_from_config",
     "train": "distill_ret.training.trainer:run_from_config",
     "export": "distill_ret.hf.export:export_from_config",
+    "rerank": "distill_ret.teachers.rerank:run_from_config",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file, e.g. configs/bm25.py:cranfield.")

@@ -53,3 +53,86 @@ def test_rerank_run_keeps_the_top_depth_candidates_in_teacher_order():
         rerank_run(teacher, {"q1": {"zz": 1.0}}, QUERIES, CORPUS)
     with pytest.raises(ValueError, match="query 'q9'"):
         rerank_run(teacher, {"q9": {"a": 1.0}}, QUERIES, CORPUS)
+
+
+# ------------------------------------------------------------------------------------------- cross-encoder teacher
+
+def test_cross_encoder_teacher_matches_pytorch_with_sharded_bucketed_batches(tmp_path):
+    import jax
+
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
+    from tests.teacher_helpers import DOCS, torch_scores, write_torch_cross_encoder
+
+    model = write_torch_cross_encoder(tmp_path / "ce")
+    teacher = CrossEncoderTeacher.from_hf(tmp_path / "ce", max_length=24, batch_size=5, bucket_step=8,
+                                          show_progress=False)
+    assert len(jax.devices()) == 8 and teacher.scorer.batch_size == 8  # rounded up to the 8 batch shards
+    requests = [TeacherQuery("q1", "wing lift", tuple(DOCS.values())[:11]),
+                TeacherQuery("q2", "heat", tuple(DOCS.values())[5:])]
+    rankings = teacher.rank_batch(requests)
+    for request, ranking in zip(requests, rankings):
+        passages = [f"{doc.title} {doc.text}" for doc in request.candidates]
+        expected = torch_scores(model, teacher.scorer.tokenizer, [request.text] * len(passages), passages, 24)
+        np.testing.assert_allclose(ranking.scores, expected, atol=1e-5)
+        assert np.all(np.diff(ranking.scores[ranking.order]) <= 0)  # rank list = descending teacher scores
+    # One compiled program per padded length: at most one per bucket (8, 16, 24), however many batches ran.
+    assert teacher.scorer._score._cache_size() <= 3
+    print_ = teacher.fingerprint()
+    assert print_["kind"] == "cross_encoder" and print_["max_length"] == "24" and len(print_["params_sha256"]) == 64
+
+
+def test_cross_encoder_scores_give_the_teacher_no_gradient():
+    import jax
+    import jax.numpy as jnp
+
+    from distill_ret.models.heads import CrossEncoder
+    from distill_ret.teachers.cross_encoder import cross_encoder_scores
+    from tests.bert_helpers import padded_batch, random_params, tiny_config
+
+    config = tiny_config()
+    ids, mask, types = padded_batch()
+    params = random_params(CrossEncoder(config), ids, mask, types)
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def distillation_loss(teacher_params, student_scores):
+        teacher = cross_encoder_scores(teacher_params, config, batch)  # [batch]
+        return jnp.sum((student_scores - teacher) ** 2)
+
+    student = jnp.arange(3, dtype=jnp.float32)
+    teacher_grads, student_grads = jax.grad(distillation_loss, argnums=(0, 1))(params, student)
+    assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in jax.tree.leaves(teacher_grads))
+    assert float(jnp.abs(student_grads).max()) > 0.0
+
+
+# ------------------------------------------------------------------------------------------------- dense teacher
+
+def test_dense_teacher_equals_pytorch_mean_pooled_cosine_and_retrieves(tmp_path):
+    import torch
+    import transformers
+
+    from distill_ret.teachers.dense import DenseTeacher
+    from tests.teacher_helpers import DOCS, write_tokenizer
+
+    tokenizer = write_tokenizer(tmp_path / "bert")
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64)).eval()
+    model.save_pretrained(tmp_path / "bert", safe_serialization=True)
+    teacher = DenseTeacher.from_hf(tmp_path / "bert", max_length=32, batch_size=4)
+
+    def reference(texts):
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"][..., None].float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+
+    candidates = tuple(DOCS.values())[:6]
+    ranking = teacher.rank(TeacherQuery("q1", "wing lift", candidates))
+    expected = reference([f"{d.title} {d.text}" for d in candidates]) @ reference(["wing lift"])[0]
+    np.testing.assert_allclose(ranking.scores, expected, atol=1e-5)
+    run = teacher.retrieve({"q1": "wing lift"}, DOCS, k=3)
+    every = teacher.rank(TeacherQuery("q1", "wing lift", tuple(DOCS.values())))
+    assert list(run["q1"]) == every.ranked_ids()[:3]
+    assert teacher.fingerprint()["kind"] == "dense"

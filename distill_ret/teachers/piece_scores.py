@@ -49,6 +49,20 @@ class PieceRequest:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
 
 
+def document_requests(query_id: str, query: str, doc_id: str, text: str, segmented) -> list[PieceRequest]:
+    """The passage and sentence requests of one document segmented by `distill_ret.data.segment.segment_document`.
+
+    Piece i of a granularity is row i of the segmentation's spans (its character span's text), so cached scores
+    line up with `passage_spans` / `sentence_spans`; pieces truncated away from the encoding are scored too and
+    the FGD loss masks them with `passage_mask` / `sentence_mask`.
+    """
+    return [
+        PieceRequest(query_id, query, doc_id, "passage", tuple(text[start:end] for start, end in segmented.passage_chars)),
+        PieceRequest(query_id, query, doc_id, "sentence",
+                     tuple(text[start:end] for start, end in segmented.sentence_chars)),
+    ]
+
+
 def fingerprint(teacher: Teacher, requests: Sequence[PieceRequest]) -> dict[str, str]:
     """The identity of a cache's inputs: the teacher's fingerprint and a hash of every request's ids and texts."""
     digest = hashlib.sha256()

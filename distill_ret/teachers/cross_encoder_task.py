@@ -1,0 +1,240 @@
+"""Task `cross_encoder` for mode `train`: a BERT cross-encoder trained on a data set's train qrels.
+
+Each training example is a group: one judged-relevant passage (gain >= data.min_positive_gain; every such pair of
+the train split is an example, so multi-positive queries give several) and `data.num_negatives` hard negatives
+sampled from BM25's top `data.negative_depth` minus every judged document of the query (topped up with random
+unjudged passages when BM25 finds too few). Example i draws its negatives from the seed (data.seed, i); the source
+holds `data.negative_rounds` copies of every (query, positive) pair with different negatives. Inputs are
+`[CLS] query [SEP] title text [SEP]` with token types, padded to data.max_length. The loss is softmax cross-entropy
+over the group with the positive as the label.
+
+Initialisation: `model.init_from` names a local Hugging Face directory (a BertModel such as MiniLM, or a
+BertForSequenceClassification); its encoder and pooler are loaded and the classifier starts from N(0, 0.02) unless
+the directory has one. With `model.init_from = ""` the model is a random BERT of the `model` fields (tiny tests).
+
+Dev evaluation (early stopping): the current parameters rerank BM25's top `eval.rerank_depth` of the dev split's
+queries and `distill_ret.evaluation` scores that run; with `checkpoint.best_metric = "nDCG@10"` and
+`checkpoint.best_mode = "max"` the checkpoint manager keeps the best steps by dev nDCG@10.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill_ret import bm25, evaluation
+from distill_ret.data import formats
+from distill_ret.errors import ConfigError
+from distill_ret.hf import core as hf_core
+from distill_ret.hf import import_from_hf
+from distill_ret.models.bert import BertConfig
+from distill_ret.models.heads import CrossEncoder
+from distill_ret.teachers import pairs
+from distill_ret.teachers.base import rerank_run
+from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, PairScorer, load_tokenizer
+from distill_ret.training.tasks import Task
+
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def group_softmax_cross_entropy(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """scores [batch, group], positive in column 0 -> (mean cross-entropy, fraction of groups ranking it first)."""
+    scores = scores.astype(jnp.float32)
+    losses = -jax.nn.log_softmax(scores, axis=-1)[:, 0]  # [batch]
+    accuracy = jnp.mean((jnp.argmax(scores, axis=-1) == 0).astype(jnp.float32))
+    return jnp.mean(losses), accuracy
+
+
+def sample_negatives(
+    ranked: Sequence[str], excluded: set[str], num: int, rng: np.random.Generator, fill_pool: Sequence[str]
+) -> list[str]:
+    """`num` distinct documents: a uniform sample of `ranked` minus `excluded`, topped up from `fill_pool`."""
+    pool = [doc_id for doc_id in ranked if doc_id not in excluded]
+    if len(pool) >= num:
+        return [pool[i] for i in rng.choice(len(pool), size=num, replace=False)]
+    chosen = list(pool)
+    taken = set(chosen) | excluded
+    for i in rng.permutation(len(fill_pool)):
+        if len(chosen) == num:
+            break
+        if fill_pool[i] not in taken:
+            chosen.append(fill_pool[i])
+            taken.add(fill_pool[i])
+    if len(chosen) < num:
+        raise ValueError(f"only {len(chosen)} unjudged documents exist; {num} negatives were asked for")
+    return chosen
+
+
+class TrainingGroups:
+    """Random-access source: example i -> {feature: [group, max_length] int32}, positive in row 0."""
+
+    def __init__(
+        self,
+        dataset: formats.BeirDataset,
+        split: str,
+        candidates: Mapping[str, Sequence[str]],
+        tokenizer,
+        *,
+        num_negatives: int,
+        min_positive_gain: int,
+        max_length: int,
+        rounds: int,
+        seed: int,
+    ):
+        judged = dataset.qrels[split]
+        self.examples = [(qid, doc_id) for qid in sorted(judged) for doc_id, gain in sorted(judged[qid].items())
+                         if gain >= min_positive_gain]
+        if not self.examples:
+            raise ConfigError(f"the {split!r} qrels have no pair with gain >= {min_positive_gain}")
+        if rounds < 1 or num_negatives < 1:
+            raise ConfigError(f"data.negative_rounds and data.num_negatives must be >= 1, got {rounds}, {num_negatives}")
+        self._dataset, self._judged, self._candidates = dataset, judged, candidates
+        self._doc_ids = list(dataset.corpus)
+        self._tokenizer, self._num_negatives, self._max_length = tokenizer, num_negatives, max_length
+        self._rounds, self._seed = rounds, seed
+
+    def __len__(self) -> int:
+        return len(self.examples) * self._rounds
+
+    def group(self, index: int) -> tuple[str, list[str]]:
+        """(query id, [positive, negatives...]) of example `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} is out of range 0..{len(self) - 1}")
+        query_id, positive = self.examples[index % len(self.examples)]
+        rng = np.random.default_rng((self._seed, index))
+        negatives = sample_negatives(self._candidates.get(query_id, ()), set(self._judged[query_id]),
+                                     self._num_negatives, rng, self._doc_ids)
+        return query_id, [positive, *negatives]
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        query_id, doc_ids = self.group(index)
+        query = self._dataset.queries[query_id]
+        encoded = pairs.encode_pairs(self._tokenizer, [query] * len(doc_ids),
+                                     [pairs.passage_text(self._dataset.corpus[d]) for d in doc_ids], self._max_length)
+        return pairs.pad_pairs(encoded, self._max_length, len(doc_ids), self._tokenizer.pad_token_id or 0)
+
+
+def collate(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Groups -> {feature: [batch, group, length]}."""
+    return {name: np.stack([example[name] for example in examples]) for name in FEATURES}
+
+
+def model_config(config: Any, tokenizer) -> BertConfig:
+    """The BertConfig of `config.model`: read from `model.init_from`, or the random-init fields."""
+    model = config.model
+    if model.init_from:
+        hf_config = hf_core.read_config(model.init_from)
+        if hf_config.get("model_type") != "bert":
+            raise ConfigError(f"config.model.init_from={model.init_from!r} is not a BERT checkpoint")
+        return BertConfig.from_hf(hf_config, dtype=model.dtype)
+    return BertConfig(
+        vocab_size=len(tokenizer), hidden_size=model.hidden_size, num_hidden_layers=model.num_hidden_layers,
+        num_attention_heads=model.num_attention_heads, intermediate_size=model.intermediate_size,
+        max_position_embeddings=model.max_position_embeddings, pad_token_id=tokenizer.pad_token_id or 0,
+        dtype=model.dtype,
+    )
+
+
+def tokenizer_dir(config: Any) -> str:
+    """The tokenizer directory of a cross-encoder config: `model.tokenizer_dir`, else `model.init_from`."""
+    directory = config.model.tokenizer_dir or config.model.init_from
+    if not directory:
+        raise ConfigError("set config.model.tokenizer_dir (or config.model.init_from): a local tokenizer directory")
+    return directory
+
+
+def load_weights(boxed: Any, weights: Mapping[str, Any], source: str) -> Any:
+    """Boxed init params with the subtrees present in `weights` replaced by them (shapes checked)."""
+    boxed = dict(boxed)
+    for name in ("bert", "pooler", "classifier"):
+        if name not in weights:
+            continue
+
+        def replace(box, value, name=name):
+            target = box.value if isinstance(box, nn.Partitioned) else box
+            if tuple(target.shape) != tuple(np.shape(value)):
+                raise ConfigError(f"{source}: {name} weight of shape {np.shape(value)} where {target.shape} is expected")
+            value = jnp.asarray(value, target.dtype)
+            return box.replace_boxed(value) if isinstance(box, nn.Partitioned) else value
+
+        boxed[name] = jax.tree.map(replace, boxed[name], weights[name],
+                                   is_leaf=lambda node: isinstance(node, nn.Partitioned))
+    return boxed
+
+
+@dataclasses.dataclass
+class DevReranking:
+    """Reranks BM25's top `depth` of the dev queries with the current params and scores the run."""
+
+    scorer: PairScorer
+    dataset: formats.BeirDataset
+    split: str
+    candidates: dict[str, dict[str, float]]
+    measures: tuple[str, ...]
+    relevance_level: int
+
+    def __call__(self, params: Any) -> dict[str, float]:
+        teacher = _ParamsTeacher(self.scorer, params)
+        run = rerank_run(teacher, self.candidates, self.dataset.queries, self.dataset.corpus)
+        return evaluation.evaluate(run, self.dataset.qrels[self.split], self.measures,
+                                   relevance_level=self.relevance_level).aggregate
+
+
+class _ParamsTeacher(CrossEncoderTeacher):
+    """The model being trained, seen as a teacher for one dev evaluation (no hashing, no copies)."""
+
+    def __init__(self, scorer: PairScorer, params: Any):
+        self.scorer, self.params = scorer, params
+
+    def fingerprint(self) -> dict[str, str]:
+        raise TypeError("the model under training has no fixed fingerprint")
+
+
+def build_task(config: Any) -> Task:
+    """The cross-encoder Task from a configs/cross_encoder.py config."""
+    data = config.data
+    if not data.beir_dir:
+        raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
+    dataset = formats.read_beir(data.beir_dir)
+    for split in (data.train_split, data.dev_split):
+        if split and split not in dataset.qrels:
+            raise ConfigError(f"split {split!r} has no qrels in {data.beir_dir}; splits: {sorted(dataset.qrels)}")
+    tokenizer = load_tokenizer(tokenizer_dir(config))
+    bert_config = model_config(config, tokenizer)
+    weights = import_from_hf(config.model.init_from)[1] if config.model.init_from else None
+    model = CrossEncoder(bert_config)
+
+    index = bm25.Bm25Index.build(dataset.corpus, bm25.params_from_config(config.bm25))
+    train_queries = {qid: dataset.queries[qid] for qid in dataset.qrels[data.train_split]}
+    train_candidates = {qid: list(docs) for qid, docs in index.search(train_queries, data.negative_depth).items()}
+    source = TrainingGroups(
+        dataset, data.train_split, train_candidates, tokenizer, num_negatives=data.num_negatives,
+        min_positive_gain=data.min_positive_gain, max_length=data.max_length, rounds=data.negative_rounds,
+        seed=data.seed,
+    )
+
+    def init_params(rng: jax.Array) -> Any:
+        ids = jnp.zeros((1, data.max_length), jnp.int32)  # [1, length]
+        boxed = model.init(rng, ids, jnp.ones_like(ids), ids)["params"]
+        return boxed if weights is None else load_weights(boxed, weights, config.model.init_from)
+
+    def loss_fn(params, batch, rng):
+        batch_size, group, length = batch["input_ids"].shape
+        flat = [batch[name].reshape(batch_size * group, length) for name in FEATURES]  # [batch * group, length] each
+        scores = model.apply({"params": params}, *flat, deterministic=False, rngs={"dropout": rng})  # [b * g, 1]
+        loss, accuracy = group_softmax_cross_entropy(scores.reshape(batch_size, group))
+        return loss, {"group_accuracy": accuracy}
+
+    host_eval = None
+    if data.dev_split:
+        dev_queries = {qid: dataset.queries[qid] for qid in dataset.qrels[data.dev_split]}
+        scorer = PairScorer(bert_config, tokenizer, max_length=data.max_length, batch_size=config.eval.score_batch_size,
+                            bucket_step=config.eval.bucket_step, show_progress=False)
+        host_eval = DevReranking(scorer, dataset, data.dev_split, index.search(dev_queries, config.eval.rerank_depth),
+                                 evaluation.measure_names(config.eval.measures), config.eval.relevance_level)
+    return Task(init_params=init_params, loss_fn=loss_fn, train_source=source, collate=collate, host_eval=host_eval)

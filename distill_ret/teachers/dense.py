@@ -1,0 +1,85 @@
+"""The dense teacher: a BERT bi-encoder (e.g. MiniLM, mean-pooled and L2-normalised) scoring by inner product.
+
+Encoding goes through `distill_ret.index.TextEncoder` (length buckets, one compiled program per bucket). Passage
+embeddings are cached by document id for the teacher's lifetime, so candidates shared by many queries are encoded
+once. The parameters enter the encoder through `jax.lax.stop_gradient`: the teacher is frozen.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from distill_ret import index
+from distill_ret.data import formats
+from distill_ret.models.bert import BertConfig
+from distill_ret.models.heads import BiEncoder, bi_encoder_params
+from distill_ret.teachers import pairs
+from distill_ret.teachers.base import Teacher, TeacherQuery
+from distill_ret.teachers.cross_encoder import load_tokenizer, params_digest, tokenizer_digest
+
+
+class DenseTeacher(Teacher):
+    """s(q, p) = <E(q), E(title + text of p)> with one shared (tied) BERT tower."""
+
+    def __init__(self, params: Any, config: BertConfig, tokenizer, *, pooling: str = "mean", normalize: bool = True,
+                 max_length: int = 256, batch_size: int = 64):
+        self.config, self.pooling, self.normalize = config, pooling, normalize
+        model = BiEncoder(config, pooling=pooling, normalize=normalize, tied=True)
+        frozen_fn = index.bi_encoder_fn(model)
+        self.encoder = index.TextEncoder(
+            lambda params, ids, mask: frozen_fn(jax.lax.stop_gradient(params), ids, mask), tokenizer,
+            max_length=max_length, batch_size=batch_size,
+        )
+        host_params = jax.tree.map(np.asarray, nn.unbox(params))
+        self._params_sha256 = params_digest(host_params)
+        self.params = jax.device_put(host_params)
+        self._passages: dict[str, np.ndarray] = {}  # document id -> [hidden] embedding
+
+    @classmethod
+    def from_hf(cls, directory: str | os.PathLike, **options) -> "DenseTeacher":
+        """A BertModel directory in Hugging Face layout (safetensors, config.json, tokenizer files)."""
+        from distill_ret.hf import import_from_hf
+
+        config, weights = import_from_hf(directory)
+        if not isinstance(config, BertConfig):
+            raise ValueError(f"{directory}: not a BERT checkpoint")
+        return cls(bi_encoder_params(weights, tied=True), config, load_tokenizer(directory), **options)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"kind": "dense", "params_sha256": self._params_sha256,
+                "tokenizer_sha256": tokenizer_digest(self.encoder.tokenizer),
+                "max_length": str(self.encoder.max_length), "pooling": self.pooling,
+                "normalize": str(self.normalize), "config": repr(self.config)}
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """[n, hidden] float32 query embeddings."""
+        return self.encoder.encode(self.params, texts)
+
+    def encode_passages(self, documents: Sequence[formats.Document]) -> np.ndarray:
+        """[n, hidden] float32 passage embeddings (cached by document id)."""
+        new = list({doc.doc_id: doc for doc in documents if doc.doc_id not in self._passages}.values())
+        if new:
+            embeddings = self.encoder.encode(self.params, [pairs.passage_text(doc) for doc in new])
+            self._passages.update(zip((doc.doc_id for doc in new), embeddings))
+        return np.stack([self._passages[doc.doc_id] for doc in documents])
+
+    def score_batch(self, queries: Sequence[TeacherQuery]) -> list[np.ndarray]:
+        if not queries:
+            return []
+        query_embeddings = self.encode_queries([query.text for query in queries])  # [queries, hidden]
+        passages = self.encode_passages([doc for query in queries for doc in query.candidates])  # [pairs, hidden]
+        bounds = np.cumsum([0] + [len(query.candidates) for query in queries])
+        return [passages[start:end] @ query_embeddings[row]
+                for row, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+    def retrieve(self, queries: Mapping[str, str], corpus: Mapping[str, formats.Document], k: int) -> dict:
+        """Exact top-k dense retrieval over the whole corpus as a run (query id -> document id -> score)."""
+        doc_ids = list(corpus)
+        documents = self.encode_passages([corpus[doc_id] for doc_id in doc_ids])
+        query_ids = list(queries)
+        return index.dense_run(query_ids, self.encode_queries([queries[q] for q in query_ids]), doc_ids, documents, k)

@@ -1,0 +1,161 @@
+"""Cross-encoder training task: loss, hard negatives, groups, a training run that lowers the loss with dev
+evaluation and checkpoint reload, and a distillation run whose checkpoint holds no teacher parameters."""
+import hashlib
+import json
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cross_encoder as cross_encoder_config
+from distill_ret.data import formats
+from distill_ret.models.heads import CrossEncoder
+from distill_ret.teachers import cross_encoder_task
+from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, cross_encoder_scores, restore_checkpoint_params
+from distill_ret.training import trainer
+from distill_ret.training.tasks import Task
+from tests.teacher_helpers import QRELS, write_beir, write_tokenizer
+
+
+def test_group_softmax_cross_entropy_hand_computed():
+    scores = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    loss, accuracy = cross_encoder_task.group_softmax_cross_entropy(scores)
+    first = math.log(1 + math.exp(-1) + math.exp(-2))  # -log softmax(2, 1, 0)[0]
+    second = math.log(2 + math.exp(3))  # -log softmax(0, 0, 3)[0]
+    np.testing.assert_allclose(float(loss), (first + second) / 2, rtol=1e-6)
+    assert float(accuracy) == 0.5
+
+
+def test_sample_negatives_skips_judged_and_tops_up_from_the_pool():
+    ranked = ["a", "b", "c", "d", "e"]
+    first = cross_encoder_task.sample_negatives(ranked, {"b", "d"}, 2, np.random.default_rng(3), ranked)
+    again = cross_encoder_task.sample_negatives(ranked, {"b", "d"}, 2, np.random.default_rng(3), ranked)
+    assert first == again and len(set(first)) == 2 and set(first) <= {"a", "c", "e"}
+    topped = cross_encoder_task.sample_negatives(["a", "b"], {"b"}, 3, np.random.default_rng(0), list("abcdefg"))
+    assert topped[0] == "a" and len(set(topped)) == 3 and "b" not in topped
+    with pytest.raises(ValueError, match="only 2 unjudged documents"):
+        cross_encoder_task.sample_negatives(["a"], {"c"}, 3, np.random.default_rng(0), ["a", "b", "c"])
+
+
+@pytest.fixture(scope="module")
+def fixture_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cross_encoder")
+    write_tokenizer(root / "tokenizer")
+    return write_beir(root / "beir"), root / "tokenizer"
+
+
+def tiny_config(fixture_dirs, **train):
+    beir_dir, tokenizer_dir = fixture_dirs
+    config = cross_encoder_config.get_config("tiny")
+    config.data.beir_dir, config.model.tokenizer_dir = str(beir_dir), str(tokenizer_dir)
+    config.data.max_length, config.model.max_position_embeddings = 32, 32
+    config.checkpoint.async_save = False
+    config.train.update(train)
+    return config
+
+
+def test_training_groups_put_the_positive_first_and_sample_unjudged_negatives(fixture_dirs):
+    task = cross_encoder_task.build_task(tiny_config(fixture_dirs))
+    source = task.train_source
+    positives = [(q, d) for q, docs in sorted(QRELS["train"].items()) for d, gain in sorted(docs.items()) if gain >= 1]
+    assert source.examples == positives and len(source) == len(positives) * 4
+    for index in range(len(source)):
+        query_id, doc_ids = source.group(index)
+        assert (query_id, doc_ids[0]) == positives[index % len(positives)]
+        assert len(set(doc_ids)) == 4 and not set(doc_ids[1:]) & set(QRELS["train"][query_id])
+    assert source.group(5) == source.group(5) and source.group(1)[1][1:] != source.group(1 + len(positives))[1][1:]
+    example = source[0]
+    assert example["input_ids"].shape == (4, 32)
+    row_types = example["token_type_ids"][0][example["attention_mask"][0] == 1]
+    assert row_types[0] == 0 and row_types[-1] == 1 and np.all(np.diff(row_types) >= 0)  # query part, then passage
+    batch = task.collate([source[0], source[1]])
+    assert batch["input_ids"].shape == (2, 4, 32)
+
+
+def test_the_train_step_lowers_the_loss_on_a_fixed_batch(fixture_dirs):
+    import optax
+
+    from distill_ret.training.state import TrainState
+
+    task = cross_encoder_task.build_task(tiny_config(fixture_dirs))
+    batch = task.collate([task.train_source[i] for i in range(8)])  # [8 groups, 4, 32]
+    params = nn.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0)))
+    tx = optax.adam(5e-3)
+    state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(1))
+    step = jax.jit(trainer.make_train_step(task.loss_fn, tx, optax.constant_schedule(5e-3)))
+    losses = []
+    for _ in range(25):
+        state, metrics = step(state, batch, None)
+        losses.append(float(metrics["loss"]))
+    assert losses[0] > 1.3 and np.mean(losses[-3:]) < losses[0] - 0.4, losses  # log(4) = 1.386 at the start
+
+
+def test_train_mode_evaluates_on_dev_and_reloads_the_best_checkpoint_as_a_teacher(fixture_dirs, tmp_path):
+    config = tiny_config(fixture_dirs, num_steps=4, eval_every=2)
+    config.checkpoint.every, config.checkpoint.best_metric = 2, "nDCG@10"
+    task = cross_encoder_task.build_task(config)
+    trainer.train(task, config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in dev] == [2, 4] and all(0.0 <= r["nDCG@10"] <= 1.0 for r in dev)
+
+    step, saved, params = restore_checkpoint_params(tmp_path)
+    by_step = {r["step"]: r["nDCG@10"] for r in dev}
+    assert by_step[step] == max(by_step.values()) and saved["task"] == "cross_encoder"  # the best dev checkpoint
+    best = step
+    teacher = CrossEncoderTeacher.from_checkpoint(tmp_path, batch_size=8, show_progress=False)
+    assert teacher.checkpoint_step == best and teacher.scorer.max_length == 32
+    queries, passages = ["wing lift", "shock wave"], ["wing lift drag", "slab heat"]
+    direct = task.host_eval.scorer.score_pairs(task.host_eval.scorer.replicate(params), queries, passages)
+    np.testing.assert_allclose(teacher.score_pairs(queries, passages), direct, atol=1e-6)
+    # The dev metric the trainer logged is what distill_ret.evaluation gives for the teacher's rerank of BM25.
+    from distill_ret import evaluation
+    from distill_ret.teachers import rerank_run
+    dataset = formats.read_beir(config.data.beir_dir)
+    run = rerank_run(teacher, task.host_eval.candidates, dataset.queries, dataset.corpus)
+    expected = evaluation.evaluate(run, dataset.qrels["dev"], ["nDCG@10"]).aggregate["nDCG@10"]
+    assert math.isclose([r for r in dev if r["step"] == best][0]["nDCG@10"], expected, abs_tol=1e-6)
+
+
+def _leaf_digests(tree):
+    return {hashlib.sha256(np.ascontiguousarray(np.asarray(leaf)).tobytes()).hexdigest()
+            for leaf in jax.tree.leaves(tree) if np.asarray(leaf).size > 1}
+
+
+def test_a_student_trained_against_a_frozen_teacher_never_checkpoints_it(fixture_dirs, tmp_path):
+    """Distillation: a student cross-encoder regresses a frozen teacher's scores; the trainer passes the teacher
+    as `frozen`, so the saved state holds only the student (and its optimizer moments)."""
+    config = tiny_config(fixture_dirs, num_steps=2)
+    base = cross_encoder_task.build_task(config)
+    model = CrossEncoder(cross_encoder_task.model_config(config, base.train_source._tokenizer))
+    teacher_params = jax.tree.map(np.asarray, nn.unbox(jax.jit(base.init_params)(jax.random.PRNGKey(42))))
+
+    def loss_fn(params, batch, rng, frozen):
+        size, group, length = batch["input_ids"].shape
+        flat = {name: batch[name].reshape(size * group, length) for name in cross_encoder_task.FEATURES}
+        teacher = cross_encoder_scores(frozen, model.config, flat)  # [batch * group]
+        student = model.apply({"params": params}, *flat.values(), deterministic=True)[:, 0]  # [batch * group]
+        return jnp.mean((student - teacher) ** 2), {}
+
+    task = Task(init_params=base.init_params, loss_fn=loss_fn, train_source=base.train_source,
+                collate=base.collate, frozen=teacher_params)
+    state = trainer.train(task, config, tmp_path)
+    _, _, saved_params = restore_checkpoint_params(tmp_path)
+    student_structure = jax.tree.structure(jax.tree.map(np.asarray, state.params))
+    assert jax.tree.structure(saved_params) == student_structure
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as checkpointer:  # the whole saved state: params, optimizer state, step, rng
+        directory = (tmp_path / "checkpoints" / "2" / "state").absolute()
+        metadata = dict(checkpointer.metadata(directory).item_metadata.tree)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        saved_state = checkpointer.restore(directory, jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata))
+    assert sorted(saved_state) == ["opt_state", "params", "rng", "step"]
+    embedding_shape = teacher_params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape
+    copies = [leaf for leaf in jax.tree.leaves(saved_state) if leaf.shape == embedding_shape]
+    assert len(copies) == 3  # student embeddings + two Adam moments; the teacher's would be a fourth
+    assert not _leaf_digests(teacher_params) & _leaf_digests(saved_state)
+    assert not _leaf_digests(teacher_params) & _leaf_digests(saved_params)
