@@ -100,3 +100,20 @@ def test_rejects_duplicate_requests_bad_granularity_and_corrupt_files(tmp_path):
     with pytest.raises(formats.FormatError, match="gap.npz: pieces of .* are not numbered 0..1"):
         piece_scores.load(gap)
     assert sorted(os.listdir(tmp_path)) == ["gap.npz", "junk.npz"]
+
+
+def test_document_requests_follow_the_segmentation_rows(tmp_path):
+    from distill_ret.data import segment
+    from tests.teacher_helpers import write_tokenizer
+
+    tokenizer = write_tokenizer(tmp_path / "tokenizer")
+    text = "Wing lift rises. Drag falls. Heat flows in the slab. Shock wave."
+    passages = [(0, 28), (29, len(text))]
+    segmented = segment.segment_document(tokenizer, text, passages, max_length=64)
+    passage_request, sentence_request = piece_scores.document_requests("q1", "wing lift", "d1", text, segmented)
+    assert passage_request.pieces == ("Wing lift rises. Drag falls.", "Heat flows in the slab. Shock wave.")
+    assert sentence_request.pieces == ("Wing lift rises.", "Drag falls.", "Heat flows in the slab.", "Shock wave.")
+    assert len(sentence_request.pieces) == len(segmented.sentence_spans)
+    scores = piece_scores.compute(WordOverlapTeacher(), [passage_request, sentence_request])
+    np.testing.assert_array_equal(scores.get("q1", "d1", "sentence"), [1, 0, 0, 0])  # "lift" (case-sensitive)
+    np.testing.assert_array_equal(scores.get("q1", "d1", "passage"), [1, 0])
