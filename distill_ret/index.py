@@ -6,7 +6,8 @@ goes to padding; embeddings come back as a float32 [n, hidden] matrix in input o
 `top_k_search` scores queries against documents chunk by chunk and merges `jax.lax.top_k` results, so the
 [queries, documents] score matrix never exists at once; ties go to the lower document index.
 """
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

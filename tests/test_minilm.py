@@ -2,7 +2,6 @@
 bfloat16 compute stays close to float32, and export -> import leaves the parameters unchanged."""
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers

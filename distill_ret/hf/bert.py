@@ -7,7 +7,8 @@ Our layout (see models/heads.py): {"bert": Bert params, "pooler": optional, "cla
 Export writes `BertForSequenceClassification` when the params have a classifier, else `BertModel`.
 The `embeddings.position_ids` / `token_type_ids` buffers some checkpoints carry are ignored.
 """
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import transformers

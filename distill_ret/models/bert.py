@@ -14,7 +14,8 @@ Padding follows `transformers`: padded keys are masked, padded query positions s
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

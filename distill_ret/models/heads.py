@@ -6,7 +6,8 @@ Parameter layouts (what `hf/bert.py` imports and exports):
   `bi_encoder_params` builds these from an imported `BertModel` ({"bert", optional "pooler"}) and
   `bert_params_from_bi_encoder` takes one tower back out for export.
 """
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
