@@ -6,9 +6,9 @@ teacher is not part of it: the trainer passes it to the step as a separate, non-
 can never end up in a student checkpoint.
 
 Sharded init follows flax's lm1b example: `jax.eval_shape` of the init function gives the abstract state with
-the models' logical axis annotations still boxed; those give one NamedSharding per leaf (optimizer moments
-inherit the annotations of their parameters), and the real state is created by a jit with those out_shardings,
-so no device ever holds more than its shard.
+the models' logical axis annotations still boxed; those give one NamedSharding per parameter (optimizer
+sub-trees shaped like the parameters, Adam's moments, get the same shardings), and the real state is created
+by a jit with those out_shardings, so no device ever holds more than its shard.
 """
 import dataclasses
 from typing import Any, Callable
