@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.bm25.delta = 0.5  # term-score floor, used by the bm25l and bm25+ methods only
     config.bm25.method = "lucene"  # bm25s scoring variant: robertson, atire, bm25l, bm25+ or lucene
     config.bm25.stopwords = "english"  # stop-word list removed from queries and documents; "" keeps all tokens
-    config.bm25.stemmer = ""  # PyStemmer language such as "english" (needs `pip install PyStemmer`); "" = off
+    config.bm25.stemmer = ""  # PyStemmer language such as "english"; "" = off
     config.bm25.top_k = 100  # documents kept per query in the runs
 
     config.eval = ml_collections.ConfigDict()

@@ -41,10 +41,8 @@ class Bm25Params:
 def _stemmer(language: str):
     if not language:
         return None
-    try:
-        import Stemmer
-    except ImportError:
-        raise ConfigError(f"stemming ({language!r}) needs PyStemmer: pip install PyStemmer") from None
+    import Stemmer
+
     return Stemmer.Stemmer(language)
 
 
