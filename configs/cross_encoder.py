@@ -33,12 +33,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.beir_dir = "" if tiny else str(SHARED_DATA / "cranfield")  # BEIR-layout directory
     config.data.train_split = "train"  # qrels split whose judged pairs are the training positives
     config.data.dev_split = "dev"  # qrels split reranked for early stopping; "" = no dev evaluation
-    config.data.max_length = 64 if tiny else 192  # tokens of [CLS] query [SEP] title text [SEP], truncated longest first
-    config.data.num_negatives = 3 if tiny else 7  # BM25 hard negatives per positive (group = 1 + num_negatives)
+    config.data.max_length = 64 if tiny else 96  # tokens of [CLS] query [SEP] title text [SEP], truncated longest first
+    config.data.num_negatives = 3  # BM25 hard negatives per positive (group = 1 + num_negatives)
     config.data.negative_depth = 100  # negatives are sampled from BM25's top-k minus judged documents
     config.data.min_positive_gain = 1  # judged pairs with at least this gain are positives
     config.data.negative_rounds = 4  # copies of each (query, positive) pair, each with its own negatives
     config.data.seed = 0  # seed of the negative sampling
+    config.data.title_queries = not tiny  # also train on corpus titles as pseudo-queries for their own text (no labels)
 
     config.bm25 = ml_collections.ConfigDict()
     config.bm25.k1 = 1.5  # term-frequency saturation
@@ -60,9 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 8 if tiny else 4  # groups per optimizer step (global)
-    config.train.num_steps = 4 if tiny else 300  # optimizer steps
-    config.train.learning_rate = 1e-3 if tiny else 3e-5  # peak learning rate
-    config.train.warmup_steps = 0 if tiny else 30  # linear warm-up steps
+    config.train.num_steps = 4 if tiny else 600  # optimizer steps
+    config.train.learning_rate = 1e-3 if tiny else 5e-5  # peak learning rate
+    config.train.warmup_steps = 0 if tiny else 40  # linear warm-up steps
     config.train.decay = "linear"  # linear | cosine | constant decay after warm-up
     config.train.end_learning_rate_fraction = 0.0  # final learning rate as a fraction of the peak
     config.train.weight_decay = 0.01  # AdamW weight decay (not on biases and norms)
@@ -70,11 +71,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.adam_b2 = 0.999  # AdamW beta2
     config.train.adam_eps = 1e-8  # AdamW epsilon
     config.train.grad_clip_norm = 1.0  # global-norm gradient clipping; 0 = off
+    config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"  # "subtree=factor,...": lr factors (fresh head)
     config.train.grad_accum_steps = 1  # micro-batches per step
     config.train.seed = 0  # parameter init, dropout and data-order seed
     config.train.prefetch = 2  # host batches prepared ahead
     config.train.log_every = 1 if tiny else 10  # steps between train-metric logs
-    config.train.eval_every = 2 if tiny else 50  # steps between dev evaluations
+    config.train.eval_every = 2 if tiny else 100  # steps between dev evaluations
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # data-parallel devices (-1 = the rest)

@@ -75,6 +75,28 @@ def test_training_groups_put_the_positive_first_and_sample_unjudged_negatives(fi
     assert batch["input_ids"].shape == (2, 4, 32)
 
 
+def test_title_queries_add_one_group_per_document_asking_for_its_own_text(fixture_dirs):
+    from tests.teacher_helpers import DOCS
+
+    config = tiny_config(fixture_dirs)
+    config.data.title_queries = True
+    source = cross_encoder_task.build_task(config).train_source
+    positives = [(q, d) for q, docs in sorted(QRELS["train"].items()) for d, gain in sorted(docs.items()) if gain >= 1]
+    assert source.title_documents == sorted(DOCS) and len(source) == (len(positives) + len(DOCS)) * 4
+    per_round = len(positives) + len(DOCS)
+    for index in range(len(positives), per_round):
+        assert source.is_title_example(index) and source.is_title_example(index + per_round)
+        doc_id, doc_ids = source.group(index)
+        assert doc_id == sorted(DOCS)[index - len(positives)] and doc_ids[0] == doc_id
+        assert len(set(doc_ids)) == 4 and doc_id not in doc_ids[1:]
+    assert not source.is_title_example(0) and source.group(0)[0] == positives[0][0]
+    tokenizer = cross_encoder_task.load_tokenizer(config.model.tokenizer_dir)
+    doc_id, doc_ids = source.group(len(positives))
+    example = source[len(positives)]
+    expected = tokenizer(DOCS[doc_id].title, DOCS[doc_id].text, truncation="longest_first", max_length=32)["input_ids"]
+    assert list(example["input_ids"][0][example["attention_mask"][0] == 1]) == expected  # the title is not in the text
+
+
 def test_the_train_step_lowers_the_loss_on_a_fixed_batch(fixture_dirs):
     import optax
 

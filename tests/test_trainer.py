@@ -117,3 +117,23 @@ def test_frozen_inputs_reach_the_loss_but_never_the_checkpoint(tmp_path):
     saved = json.loads((tmp_path / "checkpoints" / "2" / "state" / "_METADATA").read_text())
     saved_paths = json.dumps(saved)
     assert "teacher_embedding" not in saved_paths and "embedding" in saved_paths
+
+
+def test_lr_multipliers_scale_the_named_subtrees_updates():
+    # First Adam step with gradient 1 everywhere: update = -lr * 1 / (1 + eps) (no weight decay, no clipping).
+    config = state_lib.OptimizerConfig(learning_rate=0.1, warmup_steps=0, decay_steps=10, decay="constant",
+                                       grad_clip_norm=0.0, lr_multipliers=state_lib.parse_lr_multipliers("head=10"))
+    params = {"body": {"w": jnp.zeros((2, 2))}, "head": {"w": jnp.zeros((2, 1)), "b": jnp.zeros((1,))}}
+    tx = state_lib.make_optimizer(config)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["body"]["w"], -0.1, rtol=1e-5)  # float32 bias correction: ~7e-6 off
+    np.testing.assert_allclose(updates["head"]["w"], 10 * updates["body"]["w"][:, :1], rtol=1e-6)
+    np.testing.assert_allclose(updates["head"]["b"], 10 * updates["body"]["w"][0, :1], rtol=1e-6)
+    assert state_lib.parse_lr_multipliers(" pooler=10, classifier=2.5 ") == (("pooler", 10.0), ("classifier", 2.5))
+    assert state_lib.parse_lr_multipliers("") == ()
+    for bad in ("pooler", "pooler=x", "pooler=0", "=3"):
+        with pytest.raises(ValueError, match="train.lr_multipliers"):
+            state_lib.parse_lr_multipliers(bad)
+    wrong = state_lib.make_optimizer(dataclasses.replace(config, lr_multipliers=(("heads", 10.0),)))
+    with pytest.raises(ValueError, match=r"names \['heads'\]"):
+        wrong.init(params)

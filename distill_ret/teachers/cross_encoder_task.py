@@ -4,7 +4,10 @@ Each training example is a group: one judged-relevant passage (gain >= data.min_
 the train split is an example, so multi-positive queries give several) and `data.num_negatives` hard negatives
 sampled from BM25's top `data.negative_depth` minus every judged document of the query (topped up with random
 unjudged passages when BM25 finds too few). Example i draws its negatives from the seed (data.seed, i); the source
-holds `data.negative_rounds` copies of every (query, positive) pair with different negatives. Inputs are
+holds `data.negative_rounds` copies of every (query, positive) pair with different negatives. With
+`data.title_queries`, every titled document also gives a group whose query is its title and whose positive is its
+text without the title, negatives from BM25's top `data.negative_depth` for the title minus the document itself
+(corpus text only, no relevance judgement). Inputs are
 `[CLS] query [SEP] title text [SEP]` with token types, padded to data.max_length. The loss is softmax cross-entropy
 over the group with the positive as the label.
 
@@ -85,10 +88,13 @@ class TrainingGroups:
         max_length: int,
         rounds: int,
         seed: int,
+        title_candidates: Mapping[str, Sequence[str]] | None = None,
     ):
         judged = dataset.qrels[split]
         self.examples = [(qid, doc_id) for qid in sorted(judged) for doc_id, gain in sorted(judged[qid].items())
                          if gain >= min_positive_gain]
+        self.title_documents = sorted(title_candidates or {})  # documents whose title is a pseudo-query
+        self._title_candidates = title_candidates or {}
         if not self.examples:
             raise ConfigError(f"the {split!r} qrels have no pair with gain >= {min_positive_gain}")
         if rounds < 1 or num_negatives < 1:
@@ -99,23 +105,36 @@ class TrainingGroups:
         self._rounds, self._seed = rounds, seed
 
     def __len__(self) -> int:
-        return len(self.examples) * self._rounds
+        return (len(self.examples) + len(self.title_documents)) * self._rounds
+
+    def is_title_example(self, index: int) -> bool:
+        """Whether example `index` is a title pseudo-query (the qrels examples come first in every round)."""
+        return index % (len(self.examples) + len(self.title_documents)) >= len(self.examples)
 
     def group(self, index: int) -> tuple[str, list[str]]:
-        """(query id, [positive, negatives...]) of example `index`."""
+        """(query id, [positive, negatives...]) of example `index`; a title pseudo-query's id is its document's."""
         if not 0 <= index < len(self):
             raise IndexError(f"example {index} is out of range 0..{len(self) - 1}")
-        query_id, positive = self.examples[index % len(self.examples)]
         rng = np.random.default_rng((self._seed, index))
+        position = index % (len(self.examples) + len(self.title_documents))
+        if position >= len(self.examples):
+            doc_id = self.title_documents[position - len(self.examples)]
+            negatives = sample_negatives(self._title_candidates[doc_id], {doc_id}, self._num_negatives, rng,
+                                         self._doc_ids)
+            return doc_id, [doc_id, *negatives]
+        query_id, positive = self.examples[position]
         negatives = sample_negatives(self._candidates.get(query_id, ()), set(self._judged[query_id]),
                                      self._num_negatives, rng, self._doc_ids)
         return query_id, [positive, *negatives]
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         query_id, doc_ids = self.group(index)
-        query = self._dataset.queries[query_id]
-        encoded = pairs.encode_pairs(self._tokenizer, [query] * len(doc_ids),
-                                     [pairs.passage_text(self._dataset.corpus[d]) for d in doc_ids], self._max_length)
+        passages = [pairs.passage_text(self._dataset.corpus[d]) for d in doc_ids]
+        if self.is_title_example(index):  # the title asks for its own text, which no longer contains it
+            query, passages[0] = self._dataset.corpus[query_id].title, self._dataset.corpus[query_id].text
+        else:
+            query = self._dataset.queries[query_id]
+        encoded = pairs.encode_pairs(self._tokenizer, [query] * len(doc_ids), passages, self._max_length)
         return pairs.pad_pairs(encoded, self._max_length, len(doc_ids), self._tokenizer.pad_token_id or 0)
 
 
@@ -195,6 +214,13 @@ class _ParamsTeacher(CrossEncoderTeacher):
         raise TypeError("the model under training has no fixed fingerprint")
 
 
+def title_query_candidates(dataset: formats.BeirDataset, index: bm25.Bm25Index, data: Any) -> dict[str, list[str]]:
+    """Document id -> BM25's top `data.negative_depth` for its title as a query, for every titled document."""
+    titles = {doc_id: document.title for doc_id, document in dataset.corpus.items()
+              if document.title.strip() and document.text.strip()}
+    return {doc_id: list(docs) for doc_id, docs in index.search(titles, data.negative_depth).items()}
+
+
 def build_task(config: Any) -> Task:
     """The cross-encoder Task from a configs/cross_encoder.py config."""
     data = config.data
@@ -215,7 +241,7 @@ def build_task(config: Any) -> Task:
     source = TrainingGroups(
         dataset, data.train_split, train_candidates, tokenizer, num_negatives=data.num_negatives,
         min_positive_gain=data.min_positive_gain, max_length=data.max_length, rounds=data.negative_rounds,
-        seed=data.seed,
+        seed=data.seed, title_candidates=title_query_candidates(dataset, index, data) if data.title_queries else None,
     )
 
     def init_params(rng: jax.Array) -> Any:

@@ -45,6 +45,22 @@ class OptimizerConfig:
     b2: float = 0.999
     eps: float = 1e-8
     grad_clip_norm: float = 1.0  # 0 disables clipping
+    lr_multipliers: tuple[tuple[str, float], ...] = ()  # (top-level parameter subtree, learning-rate factor) pairs
+
+
+def parse_lr_multipliers(spec: str) -> tuple[tuple[str, float], ...]:
+    """"pooler=10,classifier=10" -> (("pooler", 10.0), ("classifier", 10.0)); "" -> ()."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not name.strip() or not value > 0:
+            raise ValueError(f"train.lr_multipliers: expected 'subtree=positive factor', got {item!r} in {spec!r}")
+        pairs.append((name.strip(), value))
+    return tuple(pairs)
 
 
 def optimizer_config(train: Any) -> OptimizerConfig:
@@ -60,6 +76,7 @@ def optimizer_config(train: Any) -> OptimizerConfig:
         b2=float(train.adam_b2),
         eps=float(train.adam_eps),
         grad_clip_norm=float(train.grad_clip_norm),
+        lr_multipliers=parse_lr_multipliers(str(train.get("lr_multipliers", ""))),
     )
 
 
@@ -85,15 +102,41 @@ def _decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def scale_subtrees(multipliers: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
+    """Multiplies the updates of the named top-level parameter subtrees by their factors (after AdamW, so a factor
+    scales that subtree's learning rate, weight-decay step included); an unknown name raises at init."""
+    factors = dict(multipliers)
+
+    def scales(params: Any) -> dict[str, float]:
+        unknown = sorted(set(factors) - set(params))
+        if unknown:
+            raise ValueError(f"train.lr_multipliers names {unknown}, not top-level parameters {sorted(params)}")
+        return {name: factors.get(name, 1.0) for name in params}
+
+    def init_fn(params):
+        scales(params)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        scaled = {name: jax.tree.map(lambda u, f=factor: u * f, updates[name]) if factor != 1.0 else updates[name]
+                  for name, factor in scales(updates).items()}
+        return scaled, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-    """clip_by_global_norm -> AdamW with the schedule; weight decay on matrices only."""
-    adamw = optax.adamw(
+    """clip_by_global_norm -> AdamW with the schedule (weight decay on matrices only) -> per-subtree lr factors."""
+    transforms = [optax.adamw(
         learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
         weight_decay=config.weight_decay, mask=_decay_mask,
-    )
-    if config.grad_clip_norm <= 0:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adamw)
+    )]
+    if config.grad_clip_norm > 0:
+        transforms.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
+    if config.lr_multipliers:
+        transforms.append(scale_subtrees(config.lr_multipliers))
+    return transforms[0] if len(transforms) == 1 else optax.chain(*transforms)
 
 
 def _boxed_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
