@@ -6,7 +6,7 @@ Usage: python bench/encode.py [--corpus ../shared/data/cranfield/corpus.jsonl] [
 Prints passages/s of both and the ratio ours / peer (> 1 means we are faster): the best of `--repeats` passes
 each, alternated. The peer warms up on one batch per run; ours on one untimed pass that compiles every bucket
 shape (its time is printed too). Both sides sort by length; the peer pads to each batch's longest text, we pad
-to the next bucket (multiples of 32 by default).
+to the next bucket (multiples of 16 by default).
 """
 import argparse
 import json
@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the peer")
-    parser.add_argument("--buckets", default="", help="comma-separated padded lengths; default multiples of 32")
+    parser.add_argument("--buckets", default="", help="comma-separated padded lengths; default multiples of 16")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts = read_passages(args.corpus, args.n)

@@ -10,9 +10,11 @@ from distill_ret.models import heads
 
 
 def test_bucket_lengths_and_batch_plan():
-    assert index.bucket_lengths(256) == (32, 64, 96, 128, 160, 192, 224, 256)
+    assert index.bucket_lengths(256) == tuple(range(16, 257, 16))
+    assert index.bucket_lengths(256, step=32) == (32, 64, 96, 128, 160, 192, 224, 256)
     assert index.bucket_lengths(100, step=48) == (48, 96, 100)
-    assert index.bucket_lengths(20) == (20,)
+    assert index.bucket_lengths(20) == (16, 20)
+    assert index.bucket_lengths(12) == (12,)
     lengths = [5, 40, 17, 3, 16, 90, 33]
     plan = index.plan_batches(lengths, 3, (16, 32, 64, 128))
     assert [rows.tolist() for rows, _ in plan] == [[3, 0, 4], [2, 6, 1], [5]]
