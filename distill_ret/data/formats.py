@@ -340,13 +340,7 @@ def read_run(
     """Reads a TREC run (`qid Q0 docid rank score tag`, whitespace-separated) into qid -> docid -> score."""
     run: dict[str, dict[str, float]] = {}
     seen = _UniqueIds(path, "(query id, document id) pair")
-    for number, line in _lines(path):
-        columns = line.split()
-        if not columns:
-            continue
-        if len(columns) != 6:
-            raise FormatError(path, number, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(columns)}")
-        query_id, _, doc_id, rank, score, _ = columns
+    for number, (query_id, _, doc_id, rank, score, _) in _whitespace_rows(path, 6, "qid Q0 docid rank score tag"):
         _parse_int(path, number, rank, "rank")
         try:
             value = float(score)
@@ -358,6 +352,17 @@ def read_run(
         _check_known(path, number, query_id, doc_id, queries, corpus)
         run.setdefault(query_id, {})[doc_id] = value
     return run
+
+
+def _whitespace_rows(path: str | os.PathLike, columns: int, names: str) -> Iterator[tuple[int, list[str]]]:
+    """Yields (line, fields) for each non-blank line of a whitespace-separated file with exactly `columns` fields."""
+    for number, line in _lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != columns:
+            raise FormatError(path, number, f"expected {columns} columns '{names}', got {len(fields)}")
+        yield number, fields
 
 
 def _tsv_rows(path: str | os.PathLike, columns: int, names: str) -> Iterator[tuple[int, list[str]]]:
@@ -429,13 +434,7 @@ def read_trec_qrels(
     """Reads TREC qrels (`qid 0 docid rel`, whitespace-separated, no header), as MS MARCO ships them."""
     qrels: dict[str, dict[str, int]] = {}
     seen = _UniqueIds(path, "judgement (query id, document id)")
-    for number, line in _lines(path):
-        columns = line.split()
-        if not columns:
-            continue
-        if len(columns) != 4:
-            raise FormatError(path, number, f"expected 4 columns 'qid iteration docid relevance', got {len(columns)}")
-        query_id, _, doc_id, relevance = columns
+    for number, (query_id, _, doc_id, relevance) in _whitespace_rows(path, 4, "qid iteration docid relevance"):
         gain = _parse_int(path, number, relevance, "relevance")
         _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
     return qrels
