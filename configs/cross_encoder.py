@@ -59,6 +59,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.intermediate_size = 64  # random init only: FFN width
     config.model.max_position_embeddings = 128  # random init only: position table size
 
+    config.guide = ml_collections.ConfigDict()  # optional frozen teacher distilled into the groups (off by default)
+    config.guide.kind = ""  # "" = none | dense | run_file | cross_encoder (distill_ret.teachers.loader)
+    config.guide.path = ""  # HF BERT directory (dense), TREC run (run_file), train workdir or HF directory (cross_encoder)
+    config.guide.weight = 0.5  # loss = (1 - weight) * hard-label cross-entropy + weight * KL(guide || model)
+    config.guide.temperature = 0.05  # guide distribution = softmax(guide score / temperature); 0.05 suits cosines
+    config.guide.max_length = 256  # tokens per text (dense) or pair (cross_encoder); 0 = the checkpoint's length
+    config.guide.batch_size = 64  # texts or pairs per scoring batch
+    config.guide.bucket_step = 32  # cross_encoder guide: padded lengths are multiples of this
+    config.guide.pooling = "mean"  # dense guide: "mean" or "cls"
+    config.guide.normalize = True  # dense guide: L2-normalise embeddings (cosine scores)
+    config.guide.show_progress = True  # progress bar while the guide scores the groups
+
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 8 if tiny else 4  # groups per optimizer step (global)
     config.train.num_steps = 4 if tiny else 600  # optimizer steps

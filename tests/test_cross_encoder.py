@@ -29,6 +29,20 @@ def test_group_softmax_cross_entropy_hand_computed():
     assert float(accuracy) == 0.5
 
 
+def test_group_distillation_loss_hand_computed():
+    # guide [0, 0] -> (1/2, 1/2); model [ln 3, 0] -> (3/4, 1/4): KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)
+    scores, guide = jnp.array([[math.log(3.0), 0.0]]), jnp.array([[0.0, 0.0]])
+    np.testing.assert_allclose(float(cross_encoder_task.group_distillation_loss(scores, guide, 1.0)),
+                               0.5 * math.log(4 / 3), rtol=1e-6)
+    # temperature 0.5 doubles the guide logits: guide [ln 3 / 2, 0] -> (3/4, 1/4) matches the model exactly
+    guide = jnp.array([[math.log(3.0) / 2, 0.0]])
+    assert abs(float(cross_encoder_task.group_distillation_loss(scores, guide, 0.5))) < 1e-6
+    two = cross_encoder_task.group_distillation_loss(jnp.array([[0.0, 0.0], [math.log(3.0), 0.0]]),
+                                                     jnp.array([[math.log(3.0), 0.0], [0.0, 0.0]]), 1.0)
+    kl_first = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # guide (3/4, 1/4), model (1/2, 1/2)
+    np.testing.assert_allclose(float(two), (kl_first + 0.5 * math.log(4 / 3)) / 2, rtol=1e-6)
+
+
 def test_sample_negatives_skips_judged_and_tops_up_from_the_pool():
     ranked = ["a", "b", "c", "d", "e"]
     first = cross_encoder_task.sample_negatives(ranked, {"b", "d"}, 2, np.random.default_rng(3), ranked)
@@ -97,21 +111,27 @@ def test_title_queries_add_one_group_per_document_asking_for_its_own_text(fixtur
     assert list(example["input_ids"][0][example["attention_mask"][0] == 1]) == expected  # the title is not in the text
 
 
-def test_the_train_step_lowers_the_loss_on_a_fixed_batch(fixture_dirs):
+def fit_fixed_batch(task, batch, metric, steps=25):
+    """`steps` Adam steps on one batch from seeded init -> the metric's value after each step."""
     import optax
 
     from distill_ret.training.state import TrainState
 
-    task = cross_encoder_task.build_task(tiny_config(fixture_dirs))
-    batch = task.collate([task.train_source[i] for i in range(8)])  # [8 groups, 4, 32]
     params = nn.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0)))
     tx = optax.adam(5e-3)
     state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(1))
     step = jax.jit(trainer.make_train_step(task.loss_fn, tx, optax.constant_schedule(5e-3)))
-    losses = []
-    for _ in range(25):
+    values = []
+    for _ in range(steps):
         state, metrics = step(state, batch, None)
-        losses.append(float(metrics["loss"]))
+        values.append(float(metrics[metric]))
+    return values
+
+
+def test_the_train_step_lowers_the_loss_on_a_fixed_batch(fixture_dirs):
+    task = cross_encoder_task.build_task(tiny_config(fixture_dirs))
+    batch = task.collate([task.train_source[i] for i in range(8)])  # [8 groups, 4, 32]
+    losses = fit_fixed_batch(task, batch, "loss")
     assert losses[0] > 1.3 and np.mean(losses[-3:]) < losses[0] - 0.4, losses  # log(4) = 1.386 at the start
 
 
@@ -181,3 +201,45 @@ def test_a_student_trained_against_a_frozen_teacher_never_checkpoints_it(fixture
     assert len(copies) == 3  # student embeddings + two Adam moments; the teacher's would be a fourth
     assert not _leaf_digests(teacher_params) & _leaf_digests(saved_state)
     assert not _leaf_digests(teacher_params) & _leaf_digests(saved_params)
+
+
+def _guide_run(directory, fixture_dirs):
+    """A run ranking every document for every train query, with distinct scores."""
+    dataset = formats.read_beir(fixture_dirs[0])
+    run = {qid: {doc_id: float(rank) / 7 - len(qid) for rank, doc_id in enumerate(sorted(dataset.corpus))}
+           for qid in QRELS["train"]}
+    formats.write_run(run, directory / "guide.trec", tag="guide")
+    return run, directory / "guide.trec"
+
+
+def test_a_guide_scores_every_group_in_model_order_and_joins_the_loss(fixture_dirs, tmp_path):
+    run, path = _guide_run(tmp_path, fixture_dirs)
+    config = tiny_config(fixture_dirs)
+    config.guide.kind, config.guide.path, config.guide.weight, config.guide.temperature = "run_file", str(path), 1.0, 0.1
+    task = cross_encoder_task.build_task(config)
+    source = task.train_source
+    assert isinstance(source, cross_encoder_task.GuidedGroups) and len(source) == len(source.groups)
+    for index in range(len(source)):
+        query_id, doc_ids = source.groups.group(index)
+        np.testing.assert_allclose(source[index]["guide_scores"], [run[query_id][d] for d in doc_ids], rtol=1e-6)
+    batch = task.collate([source[i] for i in range(8)])
+    assert batch["guide_scores"].shape == (8, 4) and batch["input_ids"].shape == (8, 4, 32)
+
+    params = nn.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0)))
+    loss, metrics = task.loss_fn(params, batch, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(float(loss), float(metrics["guide_kl"]), rtol=1e-6)  # weight 1: the KL alone
+    kls = fit_fixed_batch(task, batch, "guide_kl")
+    assert np.mean(kls[-3:]) < 0.5 * kls[0], kls
+
+
+def test_a_guide_with_a_bad_weight_or_missing_path_is_refused(fixture_dirs, tmp_path):
+    from distill_ret.errors import ConfigError
+
+    _, path = _guide_run(tmp_path, fixture_dirs)
+    config = tiny_config(fixture_dirs)
+    config.guide.kind, config.guide.path, config.guide.weight = "run_file", str(path), 1.5
+    with pytest.raises(ConfigError, match="guide.weight must be in"):
+        cross_encoder_task.build_task(config)
+    config.guide.weight, config.guide.path = 0.5, str(tmp_path / "missing.trec")
+    with pytest.raises(ConfigError, match="config.guide.path="):
+        cross_encoder_task.build_task(config)

@@ -5,7 +5,7 @@ import pytest
 from configs import rerank as rerank_config
 from distill_ret.data import formats
 from distill_ret.errors import ConfigError
-from distill_ret.teachers import rerank
+from distill_ret.teachers import loader, rerank
 from tests.teacher_helpers import DOCS, QUERIES, torch_scores, write_beir, write_torch_cross_encoder
 
 CANDIDATES = {  # test split queries q7, q8 (and q1, outside the split: ignored)
@@ -34,7 +34,7 @@ def test_cross_encoder_rerank_writes_a_valid_run_of_every_candidate_with_pytorch
     run = formats.read_run(result["run"], queries=QUERIES, corpus=DOCS)  # validates the TREC format and ids
     assert set(run) == {"q7", "q8"}
     assert set(run["q7"]) == {"d12", "d1", "d7", "d3"} and set(run["q8"]) == {"d7", "d2", "d15"}  # top-4 / all
-    tokenizer = rerank.load_teacher(config.teacher).scorer.tokenizer
+    tokenizer = loader.load_teacher(config.teacher).scorer.tokenizer
     for query_id, scores in run.items():
         doc_ids = list(scores)
         expected = torch_scores(model, tokenizer, [QUERIES[query_id]] * len(doc_ids),

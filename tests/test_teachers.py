@@ -1,4 +1,6 @@
 """Teacher interface, run-file teacher (with its fallback), cross-encoder and dense teachers."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,10 @@ def test_dense_teacher_equals_pytorch_mean_pooled_cosine_and_retrieves(tmp_path)
     every = teacher.rank(TeacherQuery("q1", "wing lift", tuple(DOCS.values())))
     assert list(run["q1"]) == every.ranked_ids()[:3]
     assert teacher.fingerprint()["kind"] == "dense"
+    # The passage cache is keyed by text: the same id with another text (a title-less copy) is encoded anew.
+    first = candidates[0]
+    untitled = dataclasses.replace(first, title="")
+    scores = teacher.score_batch([TeacherQuery("q1", "wing lift", (first, untitled)),
+                                  TeacherQuery("q2", "wing lift", (untitled,))])
+    expected = reference([f"{first.title} {first.text}", first.text]) @ reference(["wing lift"])[0]
+    np.testing.assert_allclose(np.concatenate(scores), [*expected, expected[1]], atol=1e-5)

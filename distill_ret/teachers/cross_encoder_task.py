@@ -11,6 +11,11 @@ text without the title, negatives from BM25's top `data.negative_depth` for the 
 `[CLS] query [SEP] title text [SEP]` with token types, padded to data.max_length. The loss is softmax cross-entropy
 over the group with the positive as the label.
 
+Guide (optional, `config.guide.kind`): a frozen teacher (dense bi-encoder, run file or another cross-encoder, see
+`distill_ret.teachers.loader`) scores every group once before training; the loss becomes
+`(1 - guide.weight) * cross-entropy + guide.weight * KL(softmax(guide scores / guide.temperature) || softmax(scores))`,
+so the model learns the guide's ordering of the negatives too, not only which passage is the positive.
+
 Initialisation: `model.init_from` names a local Hugging Face directory (a BertModel such as MiniLM, or a
 BertForSequenceClassification); its encoder and pooler are loaded and the classifier starts from N(0, 0.02) unless
 the directory has one. With `model.init_from = ""` the model is a random BERT of the `model` fields (tiny tests).
@@ -38,8 +43,9 @@ from distill_ret.hf import import_from_hf
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import pairs
-from distill_ret.teachers.base import rerank_run
+from distill_ret.teachers.base import Teacher, TeacherQuery, rerank_run
 from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, PairScorer, load_tokenizer
+from distill_ret.teachers.loader import load_teacher
 from distill_ret.training.tasks import Task
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
@@ -51,6 +57,14 @@ def group_softmax_cross_entropy(scores: jax.Array) -> tuple[jax.Array, jax.Array
     losses = -jax.nn.log_softmax(scores, axis=-1)[:, 0]  # [batch]
     accuracy = jnp.mean((jnp.argmax(scores, axis=-1) == 0).astype(jnp.float32))
     return jnp.mean(losses), accuracy
+
+
+def group_distillation_loss(scores: jax.Array, guide_scores: jax.Array, temperature: float) -> jax.Array:
+    """Mean over groups of KL(softmax(guide_scores / temperature) || softmax(scores)); both [batch, group]."""
+    target = jax.nn.softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)  # [batch, group]
+    log_target = jax.nn.log_softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)
+    log_model = jax.nn.log_softmax(scores.astype(jnp.float32), axis=-1)  # [batch, group]
+    return jnp.mean(jnp.sum(target * (log_target - log_model), axis=-1))
 
 
 def sample_negatives(
@@ -127,20 +141,46 @@ class TrainingGroups:
                                      self._num_negatives, rng, self._doc_ids)
         return query_id, [positive, *negatives]
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    def teacher_query(self, index: int) -> TeacherQuery:
+        """Example `index` as the model sees it: the query text and the group's passages, positive first."""
         query_id, doc_ids = self.group(index)
-        passages = [pairs.passage_text(self._dataset.corpus[d]) for d in doc_ids]
+        candidates = [self._dataset.corpus[doc_id] for doc_id in doc_ids]
         if self.is_title_example(index):  # the title asks for its own text, which no longer contains it
-            query, passages[0] = self._dataset.corpus[query_id].title, self._dataset.corpus[query_id].text
+            query = candidates[0].title
+            candidates[0] = dataclasses.replace(candidates[0], title="")
         else:
             query = self._dataset.queries[query_id]
-        encoded = pairs.encode_pairs(self._tokenizer, [query] * len(doc_ids), passages, self._max_length)
-        return pairs.pad_pairs(encoded, self._max_length, len(doc_ids), self._tokenizer.pad_token_id or 0)
+        return TeacherQuery(query_id, query, tuple(candidates))
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        request = self.teacher_query(index)
+        passages = [pairs.passage_text(document) for document in request.candidates]
+        encoded = pairs.encode_pairs(self._tokenizer, [request.text] * len(passages), passages, self._max_length)
+        return pairs.pad_pairs(encoded, self._max_length, len(passages), self._tokenizer.pad_token_id or 0)
+
+
+class GuidedGroups:
+    """Training groups with a guide teacher's scores: example i gains "guide_scores" [group] float32.
+
+    The guide scores every example once, up front (examples are deterministic), in the order the model sees the
+    group: positive first.
+    """
+
+    def __init__(self, groups: TrainingGroups, guide: Teacher):
+        requests = [groups.teacher_query(index) for index in range(len(groups))]
+        self.groups = groups
+        self.scores = np.stack(guide.score_batch(requests)).astype(np.float32)  # [examples, group]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {**self.groups[index], "guide_scores": self.scores[index]}
 
 
 def collate(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Groups -> {feature: [batch, group, length]}."""
-    return {name: np.stack([example[name] for example in examples]) for name in FEATURES}
+    """Groups -> {feature: [batch, group, length]} (and "guide_scores" [batch, group] when the groups have them)."""
+    return {name: np.stack([example[name] for example in examples]) for name in examples[0]}
 
 
 def model_config(config: Any, tokenizer) -> BertConfig:
@@ -244,6 +284,13 @@ def build_task(config: Any) -> Task:
         seed=data.seed, title_candidates=title_query_candidates(dataset, index, data) if data.title_queries else None,
     )
 
+    guide = config.guide
+    if guide.kind:
+        if not 0.0 < guide.weight <= 1.0 or guide.temperature <= 0.0:
+            raise ConfigError(f"config.guide.weight must be in (0, 1] and config.guide.temperature > 0, got "
+                              f"{guide.weight} and {guide.temperature}")
+        source = GuidedGroups(source, load_teacher(guide, name="guide"))
+
     def init_params(rng: jax.Array) -> Any:
         ids = jnp.zeros((1, data.max_length), jnp.int32)  # [1, length]
         boxed = model.init(rng, ids, jnp.ones_like(ids), ids)["params"]
@@ -253,8 +300,13 @@ def build_task(config: Any) -> Task:
         batch_size, group, length = batch["input_ids"].shape
         flat = [batch[name].reshape(batch_size * group, length) for name in FEATURES]  # [batch * group, length] each
         scores = model.apply({"params": params}, *flat, deterministic=False, rngs={"dropout": rng})  # [b * g, 1]
-        loss, accuracy = group_softmax_cross_entropy(scores.reshape(batch_size, group))
-        return loss, {"group_accuracy": accuracy}
+        scores = scores.reshape(batch_size, group)  # [batch, group]
+        hard, accuracy = group_softmax_cross_entropy(scores)
+        if not guide.kind:
+            return hard, {"group_accuracy": accuracy}
+        soft = group_distillation_loss(scores, batch["guide_scores"], guide.temperature)
+        loss = (1.0 - guide.weight) * hard + guide.weight * soft
+        return loss, {"group_accuracy": accuracy, "hard_loss": hard, "guide_kl": soft}
 
     host_eval = None
     if data.dev_split:

@@ -1,8 +1,9 @@
 """The dense teacher: a BERT bi-encoder (e.g. MiniLM, mean-pooled and L2-normalised) scoring by inner product.
 
 Encoding goes through `distill_ret.index.TextEncoder` (length buckets, one compiled program per bucket). Passage
-embeddings are cached by document id for the teacher's lifetime, so candidates shared by many queries are encoded
-once. The parameters enter the encoder through `jax.lax.stop_gradient`: the teacher is frozen.
+embeddings are cached by passage text for the teacher's lifetime, so candidates shared by many queries are encoded
+once (and two documents with one id but different texts never share an embedding); repeated query texts within a
+batch are encoded once. The parameters enter the encoder through `jax.lax.stop_gradient`: the teacher is frozen.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class DenseTeacher(Teacher):
         host_params = jax.tree.map(np.asarray, nn.unbox(params))
         self._params_sha256 = params_digest(host_params)
         self.params = jax.device_put(host_params)
-        self._passages: dict[str, np.ndarray] = {}  # document id -> [hidden] embedding
+        self._passages: dict[str, np.ndarray] = {}  # passage text -> [hidden] embedding
 
     @classmethod
     def from_hf(cls, directory: str | os.PathLike, **options) -> "DenseTeacher":
@@ -57,16 +58,18 @@ class DenseTeacher(Teacher):
                 "normalize": str(self.normalize), "config": repr(self.config)}
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """[n, hidden] float32 query embeddings."""
-        return self.encoder.encode(self.params, texts)
+        """[n, hidden] float32 query embeddings (each distinct text encoded once)."""
+        unique = list(dict.fromkeys(texts))
+        embeddings = dict(zip(unique, self.encoder.encode(self.params, unique)))
+        return np.stack([embeddings[text] for text in texts])
 
     def encode_passages(self, documents: Sequence[formats.Document]) -> np.ndarray:
-        """[n, hidden] float32 passage embeddings (cached by document id)."""
-        new = list({doc.doc_id: doc for doc in documents if doc.doc_id not in self._passages}.values())
+        """[n, hidden] float32 passage embeddings (cached by passage text: title then text)."""
+        texts = [pairs.passage_text(doc) for doc in documents]
+        new = [text for text in dict.fromkeys(texts) if text not in self._passages]
         if new:
-            embeddings = self.encoder.encode(self.params, [pairs.passage_text(doc) for doc in new])
-            self._passages.update(zip((doc.doc_id for doc in new), embeddings))
-        return np.stack([self._passages[doc.doc_id] for doc in documents])
+            self._passages.update(zip(new, self.encoder.encode(self.params, new)))
+        return np.stack([self._passages[text] for text in texts])
 
     def score_batch(self, queries: Sequence[TeacherQuery]) -> list[np.ndarray]:
         if not queries:

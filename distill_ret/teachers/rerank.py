@@ -8,7 +8,6 @@ candidate run and the reranked run are evaluated and printed side by side.
 from __future__ import annotations
 
 import os
-import pathlib
 from typing import Any
 
 import ml_collections
@@ -16,37 +15,8 @@ import ml_collections
 from distill_ret import evaluation
 from distill_ret.data import formats
 from distill_ret.errors import ConfigError
-from distill_ret.teachers.base import Teacher, rerank_run
-
-TEACHER_KINDS = ("cross_encoder", "dense", "run_file")
-
-
-def load_teacher(section: ml_collections.ConfigDict) -> Teacher:
-    """The teacher a `teacher` config section names (kind, path and scoring options)."""
-    kind, path = section.kind, section.path
-    if kind not in TEACHER_KINDS:
-        raise ConfigError(f"config.teacher.kind must be one of {TEACHER_KINDS}, got {kind!r}")
-    if not path or not os.path.exists(path):
-        raise ConfigError(f"config.teacher.path={path!r} does not exist")
-    options = {"batch_size": section.batch_size, "show_progress": section.show_progress}
-    if kind == "run_file":
-        from distill_ret.teachers.run_file import RunFileTeacher
-
-        return RunFileTeacher.from_file(path)
-    if kind == "dense":
-        from distill_ret.teachers.dense import DenseTeacher
-
-        return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
-                                    normalize=section.normalize, batch_size=section.batch_size)
-    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
-
-    if section.max_length:
-        options["max_length"] = section.max_length
-    options["bucket_step"] = section.bucket_step
-    if (pathlib.Path(path) / "checkpoints").is_dir():
-        return CrossEncoderTeacher.from_checkpoint(path, **options)
-    return CrossEncoderTeacher.from_hf(path, **options)
-
+from distill_ret.teachers.base import rerank_run
+from distill_ret.teachers.loader import load_teacher
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Reranks `rerank.run_path` with the configured teacher; returns {"run": path, "metrics": {...} or None}."""

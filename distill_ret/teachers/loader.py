@@ -1,0 +1,45 @@
+"""Builds a teacher from a config section (`kind`, `path` and scoring options), for every mode and task that uses one.
+
+The section's fields: kind (cross_encoder | dense | run_file), path (a `train` workdir of task cross_encoder or a
+BertForSequenceClassification Hugging Face directory; a BERT Hugging Face directory; a TREC run), max_length
+(0 = the checkpoint's training length, 256 for Hugging Face directories), batch_size, bucket_step, pooling and
+normalize (dense only), show_progress.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import ml_collections
+
+from distill_ret.errors import ConfigError
+from distill_ret.teachers.base import Teacher
+
+TEACHER_KINDS = ("cross_encoder", "dense", "run_file")
+
+
+def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> Teacher:
+    """The teacher that section `config.<name>` describes."""
+    kind, path = section.kind, section.path
+    if kind not in TEACHER_KINDS:
+        raise ConfigError(f"config.{name}.kind must be one of {TEACHER_KINDS}, got {kind!r}")
+    if not path or not os.path.exists(path):
+        raise ConfigError(f"config.{name}.path={path!r} does not exist")
+    if kind == "run_file":
+        from distill_ret.teachers.run_file import RunFileTeacher
+
+        return RunFileTeacher.from_file(path)
+    if kind == "dense":
+        from distill_ret.teachers.dense import DenseTeacher
+
+        return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
+                                    normalize=section.normalize, batch_size=section.batch_size)
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
+
+    options = {"batch_size": section.batch_size, "show_progress": section.show_progress,
+               "bucket_step": section.bucket_step}
+    if section.max_length:
+        options["max_length"] = section.max_length
+    if (pathlib.Path(path) / "checkpoints").is_dir():
+        return CrossEncoderTeacher.from_checkpoint(path, **options)
+    return CrossEncoderTeacher.from_hf(path, **options)
