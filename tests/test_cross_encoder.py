@@ -243,3 +243,6 @@ def test_a_guide_with_a_bad_weight_or_missing_path_is_refused(fixture_dirs, tmp_
     config.guide.weight, config.guide.path = 0.5, str(tmp_path / "missing.trec")
     with pytest.raises(ConfigError, match="config.guide.path="):
         cross_encoder_task.build_task(config)
+    config.guide.path, config.data.title_queries = str(path), True
+    with pytest.raises(ConfigError, match="title_queries=False"):
+        cross_encoder_task.build_task(config)

@@ -289,6 +289,9 @@ def build_task(config: Any) -> Task:
         if not 0.0 < guide.weight <= 1.0 or guide.temperature <= 0.0:
             raise ConfigError(f"config.guide.weight must be in (0, 1] and config.guide.temperature > 0, got "
                               f"{guide.weight} and {guide.temperature}")
+        if guide.kind == "run_file" and data.title_queries:
+            raise ConfigError("a run_file guide ranks only the run's queries, not title pseudo-queries: set "
+                              "config.data.title_queries=False or use a dense or cross_encoder guide")
         source = GuidedGroups(source, load_teacher(guide, name="guide"))
 
     def init_params(rng: jax.Array) -> Any:
