@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 import tqdm
 import transformers
 
+from distill_ret import index
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import pairs
@@ -86,7 +87,7 @@ class PairScorer:
         self.mesh = mesh or partitioning.create_mesh({"data": -1, "fsdp": 1, "model": 1})
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         self.batch_size = -(-batch_size // shards) * shards  # rounded up to a multiple of the batch shards
-        self.buckets = pairs.bucket_lengths(max_length, bucket_step)
+        self.buckets = index.bucket_lengths(max_length, bucket_step)
         self.show_progress = show_progress
         self._rows = partitioning.process_batch_rows(self.mesh, self.batch_size)
         self._score = jax.jit(
@@ -102,7 +103,7 @@ class PairScorer:
         """[num_pairs] float32 scores of (query text, passage text) pairs, in input order."""
         encoded = pairs.encode_pairs(self.tokenizer, queries, passages, self.max_length)
         scores = np.zeros([len(encoded)], dtype=np.float32)  # [num_pairs]
-        batches = list(pairs.length_sorted_batches(encoded, self.batch_size, self.buckets))
+        batches = index.plan_batches([len(pair.input_ids) for pair in encoded], self.batch_size, self.buckets)
         for indices, length in tqdm.tqdm(batches, desc="cross-encoder", unit="batch", disable=not self.show_progress,
                                          leave=False):
             host = pairs.pad_pairs([encoded[i] for i in indices], length, self.batch_size, self.config.pad_token_id)

@@ -1,12 +1,12 @@
 """(query, passage) pairs as cross-encoder inputs: `[CLS] query [SEP] title text [SEP]` with token types 0 / 1.
 
-Pairs are tokenised once (variable length, truncated to `max_length`, longest side first), then grouped into
-batches padded to a few bucket lengths so that jit compiles one program per bucket instead of one per batch.
+Pairs are tokenised once (variable length, truncated to `max_length`, longest side first); `pad_pairs` pads a
+batch of them to one bucket length (batches are planned by `distill_ret.index.plan_batches`).
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,21 +43,6 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
     ]
 
 
-def bucket_lengths(max_length: int, step: int) -> tuple[int, ...]:
-    """Padded lengths a batch may take: multiples of `step` below `max_length`, then `max_length` itself."""
-    if max_length < 1 or step < 1:
-        raise ValueError(f"max_length and bucket step must be positive, got {max_length} and {step}")
-    return (*range(step, max_length, step), max_length)
-
-
-def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket length >= `length`."""
-    for bucket in buckets:
-        if bucket >= length:
-            return bucket
-    raise ValueError(f"a pair of {length} tokens is longer than the largest bucket {buckets[-1]}")
-
-
 def pad_pairs(pairs: Sequence[EncodedPair], length: int, rows: int, pad_token_id: int = 0) -> dict[str, np.ndarray]:
     """Pads pairs to [rows, length] arrays (input_ids, attention_mask, token_type_ids); extra rows are all padding."""
     if len(pairs) > rows:
@@ -73,13 +58,3 @@ def pad_pairs(pairs: Sequence[EncodedPair], length: int, rows: int, pad_token_id
         attention_mask[row, :size] = 1
         token_type_ids[row, :size] = pair.token_type_ids
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-
-
-def length_sorted_batches(
-    pairs: Sequence[EncodedPair], batch_size: int, buckets: Sequence[int]
-) -> Iterator[tuple[np.ndarray, int]]:
-    """(pair indices, padded length) per batch: pairs sorted by length, so each batch pads to a tight bucket."""
-    order = np.argsort([len(pair.input_ids) for pair in pairs], kind="stable")
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        yield indices, bucket_for(max(len(pairs[i].input_ids) for i in indices), buckets)
