@@ -14,8 +14,8 @@ from configs import cross_encoder as cross_encoder_config
 from distill_ret.data import formats
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import cross_encoder_task
-from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, cross_encoder_scores, restore_checkpoint_params
-from distill_ret.training import trainer
+from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, cross_encoder_scores
+from distill_ret.training import checkpointing, trainer
 from distill_ret.training.tasks import Task
 from tests.teacher_helpers import QRELS, write_beir, write_tokenizer
 
@@ -144,7 +144,7 @@ def test_train_mode_evaluates_on_dev_and_reloads_the_best_checkpoint_as_a_teache
     dev = [r for r in records if r["split"] == "eval"]
     assert [r["step"] for r in dev] == [2, 4] and all(0.0 <= r["nDCG@10"] <= 1.0 for r in dev)
 
-    step, saved, params = restore_checkpoint_params(tmp_path)
+    step, saved, params = checkpointing.read_run_checkpoint(tmp_path)
     by_step = {r["step"]: r["nDCG@10"] for r in dev}
     assert by_step[step] == max(by_step.values()) and saved["task"] == "cross_encoder"  # the best dev checkpoint
     best = step
@@ -185,7 +185,7 @@ def test_a_student_trained_against_a_frozen_teacher_never_checkpoints_it(fixture
     task = Task(init_params=base.init_params, loss_fn=loss_fn, train_source=base.train_source,
                 collate=base.collate, frozen=teacher_params)
     state = trainer.train(task, config, tmp_path)
-    _, _, saved_params = restore_checkpoint_params(tmp_path)
+    _, _, saved_params = checkpointing.read_run_checkpoint(tmp_path)
     student_structure = jax.tree.structure(jax.tree.map(np.asarray, state.params))
     assert jax.tree.structure(saved_params) == student_structure
     import orbax.checkpoint as ocp

@@ -13,51 +13,28 @@ import os
 import pathlib
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import transformers
 
 from distill_ret import hf
 from distill_ret.errors import ConfigError
 from distill_ret.models import heads
 from distill_ret.models.bert import BertConfig
+from distill_ret.training import checkpointing
 
 SOURCES = ("checkpoint", "hf")
 BI_ENCODER_KEYS = ("encoder", "query_encoder", "document_encoder")
 
 
 def read_checkpoint(run_workdir: str | os.PathLike, step: int = -1) -> tuple[int, dict, dict]:
-    """(step, params as numpy arrays, saved job config) of `<run_workdir>/checkpoints/<step>`; -1 = latest."""
-    directory = pathlib.Path(run_workdir).absolute() / "checkpoints"
-    if not directory.is_dir():
-        raise ConfigError(f"config.checkpoint.workdir: {directory} does not exist (no checkpoints were written there)")
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()},
-    )
+    """(step, params as float32 numpy arrays, saved job config) of `<run_workdir>/checkpoints/<step>`; -1 = latest."""
     try:
-        steps = sorted(manager.all_steps())
-        if not steps:
-            raise ConfigError(f"config.checkpoint.workdir: {directory} holds no complete checkpoint")
-        if step < 0:
-            step = steps[-1]
-        elif step not in steps:
-            raise ConfigError(f"config.checkpoint.step={step} is not in {directory} (saved steps: {steps})")
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore())
-        )
-    finally:
-        manager.close()
-    params = _to_numpy(restored.state["params"])
-    return step, params, dict(restored.config)
-
-
-def _to_numpy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: _to_numpy(value) for key, value in tree.items()}
-    return np.asarray(tree, dtype=np.float32)
+        step, job_config, params = checkpointing.read_run_checkpoint(run_workdir, "latest" if step < 0 else step)
+    except ConfigError as error:
+        raise ConfigError(f"config.checkpoint: {error}") from None
+    return step, jax.tree.map(lambda leaf: np.asarray(leaf, dtype=np.float32), params), job_config
 
 
 def _saved_model_field(job_config: dict, field: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 import transformers
 
@@ -27,7 +25,7 @@ from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import pairs
 from distill_ret.teachers.base import Teacher, TeacherQuery
-from distill_ret.training import partitioning
+from distill_ret.training import checkpointing, partitioning
 
 
 def cross_encoder_scores(params: Any, config: BertConfig, batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -113,34 +111,6 @@ class PairScorer:
         return scores
 
 
-def restore_checkpoint_params(workdir: str | os.PathLike) -> tuple[int, dict, Any]:
-    """(step, job config dict, params) of a training workdir's best checkpoint by its `checkpoint.best_metric`
-    (the latest checkpoint when no metric was configured), restored on the first local device."""
-    directory = (pathlib.Path(workdir) / "checkpoints").absolute()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no checkpoints (expected the workdir of a `train` run)")
-    handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
-                "data": ocp.JsonCheckpointHandler()}
-    with ocp.CheckpointManager(directory, item_handlers=handlers,
-                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
-        latest = manager.latest_step()
-        if latest is None:
-            raise FileNotFoundError(f"{directory}: no complete checkpoint")
-        config = manager.restore(latest, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-    metric = config.get("checkpoint", {}).get("best_metric") or None
-    options = ocp.CheckpointManagerOptions(
-        read_only=True, best_fn=None if metric is None else (lambda metrics: metrics[metric]),
-        best_mode=config.get("checkpoint", {}).get("best_mode", "max"),
-    )
-    with ocp.CheckpointManager(directory, item_handlers=handlers, options=options) as manager:
-        step = (manager.best_step() if metric is not None else None) or latest
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                              dict(manager.item_metadata(step).state))
-        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
-    return step, config, state["params"]
-
-
 def load_tokenizer(directory: str | os.PathLike):
     """The Hugging Face tokenizer saved in a local directory (nothing is downloaded)."""
     return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
@@ -177,7 +147,7 @@ class CrossEncoderTeacher(Teacher):
         """The best checkpoint of a `train` run of task `cross_encoder` (its max length unless one is given)."""
         from distill_ret.teachers import cross_encoder_task
 
-        step, saved, params = restore_checkpoint_params(workdir)
+        step, saved, params = checkpointing.read_run_checkpoint(workdir)
         if saved.get("task") != "cross_encoder":
             raise ValueError(f"{workdir}: the checkpoint is of task {saved.get('task')!r}, not a cross_encoder")
         saved = ml_collections.ConfigDict(saved)

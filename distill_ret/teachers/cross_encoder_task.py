@@ -61,10 +61,9 @@ def group_softmax_cross_entropy(scores: jax.Array) -> tuple[jax.Array, jax.Array
 
 def group_distillation_loss(scores: jax.Array, guide_scores: jax.Array, temperature: float) -> jax.Array:
     """Mean over groups of KL(softmax(guide_scores / temperature) || softmax(scores)); both [batch, group]."""
-    target = jax.nn.softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)  # [batch, group]
-    log_target = jax.nn.log_softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)
+    log_target = jax.nn.log_softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)  # [batch, group]
     log_model = jax.nn.log_softmax(scores.astype(jnp.float32), axis=-1)  # [batch, group]
-    return jnp.mean(jnp.sum(target * (log_target - log_model), axis=-1))
+    return jnp.mean(jnp.sum(jnp.exp(log_target) * (log_target - log_model), axis=-1))
 
 
 def sample_negatives(

@@ -9,9 +9,11 @@ async save leaves at most a temporary directory that `latest_step` ignores: what
 Frozen models (teachers) are not part of TrainState and therefore never reach a checkpoint.
 """
 import json
+import os
 import pathlib
 from typing import Any, Iterable
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -104,6 +106,44 @@ class CheckpointStore:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def read_run_checkpoint(run_workdir: str | os.PathLike, step: int | str = "best") -> tuple[int, dict, Any]:
+    """(step, saved job config, params) of a training run's checkpoint, restored on the first local device.
+
+    The checkpoints are opened read-only, so reading while the run still trains is safe. `step`: "best" (by the
+    run's `checkpoint.best_metric`; the latest when the run had none), "latest", or a saved step number.
+    Raises ConfigError naming the directory when it has no complete checkpoint or not the requested step.
+    """
+    directory = (pathlib.Path(run_workdir) / "checkpoints").absolute()
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} does not exist (no checkpoints were written there)")
+    handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(directory, item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise ConfigError(f"{directory} holds no complete checkpoint")
+        config = manager.restore(steps[-1], args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    saved = config.get("checkpoint", {})
+    metric = saved.get("best_metric") or None
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, best_fn=None if metric is None else (lambda metrics: metrics[metric]),
+        best_mode=saved.get("best_mode", "max"),
+    )
+    with ocp.CheckpointManager(directory, item_handlers=handlers, options=options) as manager:
+        if step == "best":
+            step = (manager.best_step() if metric is not None else None) or steps[-1]
+        elif step == "latest":
+            step = steps[-1]
+        elif step not in steps:
+            raise ConfigError(f"step={step} is not in {directory} (saved steps: {steps})")
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                              dict(manager.item_metadata(step).state))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                 config=ocp.args.JsonRestore()))
+    return step, dict(restored.config), restored.state["params"]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
