@@ -6,6 +6,7 @@ import torch
 import transformers
 
 from distill_ret.data import formats
+from tests.bert_helpers import randomize_torch
 
 WORDS = ("wing lift drag flow heat slab boundary layer shock wave supersonic pressure jet noise plate buckling "
          "flutter panel cone nose heating laminar turbulent transition").split()
@@ -46,10 +47,7 @@ def write_torch_cross_encoder(directory: pathlib.Path, seed: int = 0) -> transfo
                                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
                                      num_labels=1)
     torch.manual_seed(seed)
-    model = transformers.BertForSequenceClassification(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape))
+    model = randomize_torch(transformers.BertForSequenceClassification(config), seed, scale=0.05)
     model.save_pretrained(directory, safe_serialization=True)
     return model
 
