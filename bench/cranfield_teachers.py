@@ -14,8 +14,8 @@ import time
 from distill_ret import bm25, evaluation
 from distill_ret.data import formats
 from distill_ret.teachers import rerank_run
-from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
 from distill_ret.teachers.dense import DenseTeacher
+from distill_ret.teachers.loader import load_cross_encoder
 
 MEASURES = ("nDCG@10", "MRR@10", "R@100")
 CRANFIELD = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cranfield"
@@ -57,10 +57,7 @@ def main():
 
     if args.cross_encoder:
         started = time.time()
-        path = pathlib.Path(args.cross_encoder)
-        options = {"batch_size": 32, "show_progress": True}
-        teacher = (CrossEncoderTeacher.from_checkpoint(path, **options) if (path / "checkpoints").is_dir()
-                   else CrossEncoderTeacher.from_hf(path, **options))
+        teacher = load_cross_encoder(args.cross_encoder, batch_size=32, show_progress=True)
         reranked = rerank_run(teacher, bm25_run, dataset.queries, dataset.corpus, depth=args.depth)
         formats.write_run(reranked, out / f"cross-encoder-rerank-{args.split}.trec", tag="cross_encoder")
         rows[f"cross-encoder rerank of BM25 top {args.depth}"] = evaluation.evaluate(reranked, qrels, MEASURES).aggregate

@@ -34,12 +34,17 @@ def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> T
 
         return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
                                     normalize=section.normalize, batch_size=section.batch_size)
-    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
-
     options = {"batch_size": section.batch_size, "show_progress": section.show_progress,
                "bucket_step": section.bucket_step}
     if section.max_length:
         options["max_length"] = section.max_length
+    return load_cross_encoder(path, **options)
+
+
+def load_cross_encoder(path: str | os.PathLike, **scorer_options) -> Teacher:
+    """A cross-encoder teacher from a `train` workdir (its best checkpoint) or a Hugging Face directory."""
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
+
     if (pathlib.Path(path) / "checkpoints").is_dir():
-        return CrossEncoderTeacher.from_checkpoint(path, **options)
-    return CrossEncoderTeacher.from_hf(path, **options)
+        return CrossEncoderTeacher.from_checkpoint(path, **scorer_options)
+    return CrossEncoderTeacher.from_hf(path, **scorer_options)
