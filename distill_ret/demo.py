@@ -13,7 +13,7 @@ from collections.abc import Callable
 import ml_collections
 
 from distill_ret import bm25, evaluation
-from distill_ret.data import builders, formats
+from distill_ret.data import builders, formats, sources
 from distill_ret.errors import ConfigError
 
 RESULTS_FILE = "demo_results.json"
@@ -41,9 +41,8 @@ def build_data(state: DemoState) -> None:
     for level in _levels(state.config):
         level_config = copy.deepcopy(state.config)
         level_config.data.level = level
-        state.datasets[level] = builders.load_beir_from_config(level_config, str(state.workdir))
-        state.sources[level] = str(builders.beir_dir(level_config, str(state.workdir)))
-        dataset = state.datasets[level]
+        dataset, state.sources[level] = sources.load_beir(level_config, str(state.workdir))
+        state.datasets[level] = dataset
         splits = ", ".join(f"{split} {len(qrels)}" for split, qrels in dataset.qrels.items())
         print(f"pydocs [{level}]: {len(dataset.corpus)} {level}, queries: {splits}")
 
