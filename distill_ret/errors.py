@@ -1,5 +1,14 @@
-"""User-facing errors that the command line reports as one line (no traceback) with a non-zero exit."""
+"""User-facing errors that the command line reports as one line (no traceback) with a non-zero exit.
+
+Every error a user can cause (a bad config value, a malformed or missing input file, a checkpoint that does not
+fit, a run that diverged) derives from `UserError`; `distill_ret.main` prints it as
+`distill-ret MODE: error: <message>` and exits 1. Any other exception is a bug in distill_ret.
+"""
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Base of every error the user can cause and fix; its message names the file, line or config field."""
+
+
+class ConfigError(UserError, ValueError):
     """A job config is missing a required field or asks for something impossible; the message names the field."""

@@ -9,8 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from distill_ret import distributed
-from distill_ret.data.formats import FormatError
-from distill_ret.errors import ConfigError
+from distill_ret.errors import UserError
 
 # mode -> "module:function"; each function takes (config: ConfigDict, workdir: str).
 MODES = {
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> int:
     module_name, function_name = MODES[argv[1]].split(":")
     try:
         getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
-    except (FormatError, ConfigError) as error:
+    except UserError as error:
         sys.stderr.write(f"distill-ret {argv[1]}: error: {error}\n")
         return 1
     return 0

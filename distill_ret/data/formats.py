@@ -17,10 +17,12 @@ import pathlib
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 
+from distill_ret.errors import UserError
+
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """A data file is malformed; the message names the file and, when known, the 1-based line number."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):

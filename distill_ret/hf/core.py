@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Mapping as MappingType, Sequence
 import numpy as np
 import safetensors.numpy
 
+from distill_ret.errors import UserError
+
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 CONFIG_FILE = "config.json"
@@ -27,7 +29,7 @@ Array = np.ndarray
 Hook = Callable[[Array], Array]
 
 
-class HfCheckpointError(ValueError):
+class HfCheckpointError(UserError, ValueError):
     """A Hugging Face directory that cannot be read or does not match the model's table."""
 
 

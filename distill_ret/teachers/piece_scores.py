@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from distill_ret.data import formats
+from distill_ret.errors import UserError
 from distill_ret.teachers.base import Teacher, TeacherQuery
 
 GRANULARITIES = ("passage", "sentence")
@@ -30,7 +31,7 @@ FORMAT_VERSION = "piece-scores-v1"
 _ARRAYS = ("query_ids", "doc_ids", "granularities", "piece_indices", "scores")
 
 
-class StalePieceCacheError(ValueError):
+class StalePieceCacheError(UserError, ValueError):
     """A piece-score cache was built from other inputs than the ones it is asked to serve."""
 
 
