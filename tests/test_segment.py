@@ -1,8 +1,9 @@
 """Sentence spans (pysbd), character -> token span mapping, and whole-document segmentation with MiniLM's tokenizer."""
+import ml_collections
 import numpy as np
 import pytest
 
-from distill_ret.data import segment
+from distill_ret.data import formats, segment, sources
 from distill_ret.data.builders import common
 from distill_ret.data.formats import Document
 
@@ -110,3 +111,32 @@ def test_segment_document_without_passages_groups_sentences(tokenizer):
     segmented = segment.segment_document(tokenizer, text, max_length=64, sentences_per_passage=3)
     assert texts(text, segmented.passage_chars) == ["One sentence here. Two sentences here. Three.", "Four is last."]
     assert segmented.sentence_passage.tolist() == [0, 0, 0, 1]
+
+
+def test_segment_loaded_long_documents(tokenizer, tmp_path):
+    """Long documents from sources.load_long_docs segment at their own passages; empty passages have no tokens."""
+    corpus = {
+        "a": Document("a", "Wing theory", "The lift of a wing grows with the angle. Stall comes later."),
+        "b": Document("b", "", ""),
+        "c": Document("c", "", "Supersonic jets make noise. The exhaust temperature matters."),
+        "d": Document("d", "Heat", "Heat transfer at the wall. It is measured."),
+    }
+    formats.write_beir(formats.BeirDataset(corpus, {"q": "lift"}, {"test": {"q": {"a": 1}}}), tmp_path / "beir")
+    config = ml_collections.ConfigDict(
+        {"data": {"name": "long_docs", "raw_dir": str(tmp_path / "beir"), "passages_per_doc": (4, 4), "seed": 0}}
+    )
+    dataset, _ = sources.load_long_docs(config, str(tmp_path / "work"))
+    (doc_id, document), = dataset.documents.items()
+    segmented = segment.segment_document(tokenizer, document.text, dataset.passage_chars(doc_id), max_length=512)
+    ids = segmented.input_ids.tolist()
+    for span, (start, end) in zip(document.passages, segmented.passage_spans):
+        segment_text = common.passage_segment(corpus[span.passage_id])
+        assert ids[start:end] == tokenizer(segment_text, add_special_tokens=False)["input_ids"]
+    empty = [span.passage_id for span in document.passages].index("b")
+    assert segmented.passage_mask.tolist() == [index != empty for index in range(4)]
+    assert empty not in segmented.sentence_passage.tolist()
+    assert sorted(texts(document.text, segmented.sentence_chars)) == sorted([
+        "Wing theory", "The lift of a wing grows with the angle.", "Stall comes later.",  # the title line ends one
+        "Supersonic jets make noise.", "The exhaust temperature matters.",
+        "Heat", "Heat transfer at the wall.", "It is measured.",
+    ])

@@ -1,7 +1,9 @@
 """Retrieval file formats: BEIR layout, MS MARCO TSV, TREC qrels and TREC run files.
 
 Readers validate as they go and raise `FormatError` naming the file and the 1-based line of the first
-problem (malformed rows, duplicate ids, unknown query or document ids, non-UTF-8 bytes, empty corpora).
+problem (malformed rows, duplicate ids, unknown query or document ids, non-UTF-8 bytes, empty corpora,
+unreadable files, corrupt gzip data), and no other exception whatever the bytes. Ids hold no whitespace;
+integers are ASCII and fit in 64 bits; a UTF-8 byte-order mark at the start of a file is skipped.
 Every writer writes through `atomic_write`, so an output file is either complete or absent (or, when it
 existed before, unchanged). Files whose name ends in `.gz` are read through gzip transparently.
 """
@@ -14,12 +16,18 @@ import json
 import math
 import os
 import pathlib
+import re
+import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 
 from distill_ret.errors import UserError
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+UTF8_BOM = b"\xef\xbb\xbf"
+INT64_RANGE = (-(2**63), 2**63 - 1)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class FormatError(UserError, ValueError):
@@ -53,11 +61,28 @@ class BeirDataset:
 # ----------------------------------------------------------------------------------------------- writing
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc); falls back to set-and-restore."""
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def output_mode(*, directory: bool = False) -> int:
+    """The permissions a file (0o666) or directory (0o777) created by an ordinary tool gets under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Yields a temporary file beside `path`; renames it onto `path` on success, removes it on error.
 
-    Text modes write UTF-8 with "\\n" line endings. Missing parent directories are created.
+    Text modes write UTF-8 with "\\n" line endings. Missing parent directories are created. The file gets the
+    permissions the umask gives new files (mkstemp alone would make it private).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', got {mode!r}")
@@ -68,11 +93,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), output_mode())
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Yields an empty staging directory beside `path`; on success it becomes `path`, on error it is removed.
+
+    `path` must not exist (FileExistsError otherwise): nothing already there is replaced. The directory gets the
+    permissions the umask gives new directories (mkdtemp alone would make it private).
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, output_mode(directory=True))
+        if path.exists():
+            raise FileExistsError(f"{path} appeared while it was being written")
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
@@ -172,18 +221,28 @@ def write_run(
 
 
 def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yields (1-based line number, decoded line without its line ending); splits on "\\n" only."""
+    """Yields (1-based line number, decoded line without its line ending); splits on "\\n" only.
+
+    A UTF-8 byte-order mark at the start of the file is skipped. Unreadable files and corrupt or truncated gzip
+    data are reported as FormatError.
+    """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, "file not found" if not path.exists() else "not a regular file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise FormatError(path, number, f"invalid UTF-8 at byte {error.start} of the line") from None
-            yield number, line.removesuffix("\n").removesuffix("\r")
+    number = 0
+    try:
+        if not path.is_file():
+            raise FormatError(path, None, "file not found" if not path.exists() else "not a regular file")
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = (raw.removeprefix(UTF8_BOM) if number == 1 else raw).decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise FormatError(path, number, f"invalid UTF-8 at byte {error.start} of the line") from None
+                yield number, line.removesuffix("\n").removesuffix("\r")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise FormatError(path, None, f"corrupt or truncated gzip data after line {number}: {error}") from None
+    except OSError as error:
+        raise FormatError(path, None, f"cannot read the file: {error.strerror or error}") from None
 
 
 def _json_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -195,6 +254,10 @@ def _json_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise FormatError(path, number, f"malformed JSON: {error.msg} at column {error.colno}") from None
+        except ValueError as error:  # a number of more digits than Python converts
+            raise FormatError(path, number, f"malformed JSON: {str(error).split(':')[0]}") from None
+        except RecursionError:
+            raise FormatError(path, number, "malformed JSON: arrays or objects nested too deeply") from None
         if not isinstance(record, dict):
             raise FormatError(path, number, f"expected a JSON object, got {type(record).__name__}")
         yield number, record
@@ -206,9 +269,25 @@ def _id_field(path, number: int, record: dict, key: str = "_id") -> str:
     value = record[key]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise FormatError(path, number, f"{key!r} must be a string or integer, got {value!r}")
-    value = str(value)
-    if not value.strip() or any(char.isspace() for char in value):
-        raise FormatError(path, number, f"{key!r} {value!r} must be non-empty and contain no whitespace")
+    return _valid_id(path, number, _unicode_text(path, number, key, str(value)), repr(key))
+
+
+def _valid_id(path, number: int, value: str, what: str) -> str:
+    """An id is non-empty, has no whitespace and no byte-order mark (U+FEFF, left inside by concatenated files)."""
+    if not value or any(char.isspace() for char in value):
+        raise FormatError(path, number, f"{what} {value!r} must be non-empty and contain no whitespace")
+    if "\ufeff" in value:
+        raise FormatError(path, number, f"{what} {value!r} holds a byte-order mark (U+FEFF): concatenated files?")
+    return value
+
+
+def _unicode_text(path, number: int, key: str, value: str) -> str:
+    """`value`, unless a JSON escape left an unpaired surrogate in it (not text: it cannot be encoded)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        surrogate = ord(value[error.start])
+        raise FormatError(path, number, f"{key!r} holds an unpaired surrogate escape \\u{surrogate:04x}") from None
     return value
 
 
@@ -222,7 +301,7 @@ def _text_field(path, number: int, record: dict, key: str, *, required: bool) ->
         return ""
     if not isinstance(value, str):
         raise FormatError(path, number, f"{key!r} must be a string, got {type(value).__name__}")
-    return value
+    return _unicode_text(path, number, key, value)
 
 
 class _UniqueIds:
@@ -278,10 +357,33 @@ def _check_known(path, number: int, query_id: str, doc_id: str, queries, corpus)
 
 
 def _parse_int(path, number: int, value: str, what: str) -> int:
-    try:
+    """An ASCII decimal integer (optional sign) that fits in 64 bits, as trec_eval and the TFDS builders need."""
+    if len(value) <= 18 and value.isascii() and value.isdigit():  # the common case, checked fast
         return int(value)
+    if not _INTEGER.fullmatch(value):
+        raise FormatError(path, number, f"{what} must be an integer, got {value[:40]!r}")
+    parsed = int(value) if len(value) <= 20 else None
+    if parsed is None or not INT64_RANGE[0] <= parsed <= INT64_RANGE[1]:
+        raise FormatError(path, number, f"{what} {value[:40]!r} is out of the 64-bit integer range")
+    return parsed
+
+
+def _parse_score(path, number: int, value: str) -> float:
+    """A finite ASCII decimal number, as trec_eval reads it (Python's float also takes `1_0` and non-ASCII digits)."""
+    try:
+        parsed = float(value)
     except ValueError:
-        raise FormatError(path, number, f"{what} must be an integer, got {value!r}") from None
+        raise FormatError(path, number, f"score must be a number, got {value[:40]!r}") from None
+    if not math.isfinite(parsed):
+        raise FormatError(path, number, f"score must be finite, got {value[:40]!r}")
+    if not value.isascii() or "_" in value:
+        raise FormatError(path, number, f"score must be a decimal number, got {value[:40]!r}")
+    return parsed
+
+
+def _plain_id(path, number: int, value: str, what: str) -> str:
+    """A column holding an id: surrounding whitespace is dropped, then it must be a valid id (see `_valid_id`)."""
+    return _valid_id(path, number, value.strip(), what)
 
 
 def _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus) -> None:
@@ -311,10 +413,9 @@ def read_qrels(
         columns = line.split("\t")
         if len(columns) != 3:
             raise FormatError(path, number, f"expected 3 tab-separated columns, got {len(columns)}")
-        query_id, doc_id, score = (column.strip() for column in columns)
-        if not query_id or not doc_id:
-            raise FormatError(path, number, "empty query id or document id")
-        gain = _parse_int(path, number, score, "score")
+        query_id = _plain_id(path, number, columns[0], "query id")
+        doc_id = _plain_id(path, number, columns[1], "document id")
+        gain = _parse_int(path, number, columns[2].strip(), "score")
         _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
     if not header_seen:
         raise FormatError(path, 1, f"empty file: expected the header {chr(9).join(QRELS_HEADER)!r}")
@@ -344,12 +445,7 @@ def read_run(
     seen = _UniqueIds(path, "(query id, document id) pair")
     for number, (query_id, _, doc_id, rank, score, _) in _whitespace_rows(path, 6, "qid Q0 docid rank score tag"):
         _parse_int(path, number, rank, "rank")
-        try:
-            value = float(score)
-        except ValueError:
-            raise FormatError(path, number, f"score must be a number, got {score!r}") from None
-        if not math.isfinite(value):
-            raise FormatError(path, number, f"score must be finite, got {score!r}")
+        value = _parse_score(path, number, score)
         seen.add((query_id, doc_id), number)
         _check_known(path, number, query_id, doc_id, queries, corpus)
         run.setdefault(query_id, {})[doc_id] = value
@@ -357,11 +453,15 @@ def read_run(
 
 
 def _whitespace_rows(path: str | os.PathLike, columns: int, names: str) -> Iterator[tuple[int, list[str]]]:
-    """Yields (line, fields) for each non-blank line of a whitespace-separated file with exactly `columns` fields."""
+    """Yields (line, fields) for each non-blank line of a whitespace-separated file with exactly `columns` fields.
+
+    Fields never hold whitespace (they are split on it) nor a byte-order mark (see `_valid_id`)."""
     for number, line in _lines(path):
         fields = line.split()
         if not fields:
             continue
+        if "\ufeff" in line:
+            raise FormatError(path, number, "a byte-order mark (U+FEFF) inside the line: concatenated files?")
         if len(fields) != columns:
             raise FormatError(path, number, f"expected {columns} columns '{names}', got {len(fields)}")
         yield number, fields
@@ -377,7 +477,7 @@ def _tsv_rows(path: str | os.PathLike, columns: int, names: str) -> Iterator[tup
             raise FormatError(path, number, f"expected {columns} tab-separated columns ({names}), got {len(fields)}")
         if not fields[0].strip():
             raise FormatError(path, number, "empty id in the first column")
-        fields[0] = fields[0].strip()
+        fields[0] = _plain_id(path, number, fields[0], "id in the first column")
         yield number, fields
 
 

@@ -6,8 +6,9 @@ Character spans are [start, end) offsets into the document's Python string. Sent
 Token spans are [start, end) indices into the token sequence of the one (truncated) encoding of the whole
 document, as FGD needs them. A token belongs to the span that contains its first character; special tokens
 ([CLS], [SEP], padding: empty offsets) belong to no span. Truncation: a span whose tokens were partly cut off
-is clipped to the tokens that remain; a span with no token left is dropped, encoded as the empty span (0, 0)
-and reported by the mask (`end > start`), so span arrays keep one row per character span.
+is clipped to the tokens that remain; a span with no token left (cut off, or an empty passage) is dropped,
+encoded as the empty span (0, 0) and reported by the mask (`end > start`), so span arrays keep one row per
+character span.
 """
 from __future__ import annotations
 
@@ -99,9 +100,10 @@ def segment_document(
 ) -> SegmentedDocument:
     """Encodes `text` once (with special tokens, truncated to `max_length`) and maps its pieces to tokens.
 
-    `passages` are the document's passage character spans (e.g. a long_docs document's start/end); when
-    None, passages are groups of `sentences_per_passage` consecutive sentences of the whole text. Sentences
-    are split inside each passage. `tokenizer` is a Hugging Face fast tokenizer (offset mappings).
+    `passages` are the document's passage character spans (a long document's own passages:
+    `sources.load_long_docs(...)[0].passage_chars(doc_id)`); when None, passages are groups of
+    `sentences_per_passage` consecutive sentences of the whole text. Sentences are split inside each passage.
+    `tokenizer` is a Hugging Face fast tokenizer (offset mappings).
     """
     if passages is None:
         passages = group_sentences(sentence_spans(text, language=language), sentences_per_passage)
