@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset == "pydocs":  # the pydocs builder's BEIR export (built on first use, as by configs/build_data.py:pydocs)
         config.data.raw_dir = ""  # stdlib source directory; "" = this Python's
         config.data.data_dir = str(DATA_DIR)  # TFDS output root shared with configs/build_data.py
-        config.data.config_name = ""  # name of the built variant; "" = derived from the options
+        config.data.config_name = ""  # name of the built variant; "" = derived from the inputs and options
         config.data.packages = ()  # top-level stdlib packages to read; () = all but the excluded ones
         config.data.dev_fraction = 0.1  # fraction of queries in the dev split
         config.data.test_fraction = 0.1  # fraction of queries in the test split

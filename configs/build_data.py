@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = builder  # builder: beir, msmarco_passage, msmarco_doc, long_docs or pydocs
     config.data.raw_dir = raw_dir  # directory with the raw files (pydocs: "" = this Python's stdlib sources)
     config.data.data_dir = str(DATA_DIR)  # TFDS output root; "" = <workdir>/tfds
-    config.data.config_name = ""  # name of the built variant; "" = derived from raw_dir and the options
+    config.data.config_name = ""  # name of the built variant; "" = derived from the inputs and options
     config.data.export_beir = True  # also write the BEIR-layout export under <data_dir>/beir_layout/
     if builder == "long_docs":
         config.data.passages_per_doc = (4, 8)  # (min, max) passages grouped into one long document

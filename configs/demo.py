@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "pydocs"  # builder of the demo corpus
     config.data.raw_dir = ""  # stdlib source directory; "" = this Python's
     config.data.data_dir = ""  # TFDS output root; "" = <workdir>/tfds
-    config.data.config_name = ""  # name of the built variant; "" = derived from the options
+    config.data.config_name = ""  # name of the built variant; "" = derived from the inputs and options
     config.data.packages = PRESETS[preset]  # top-level stdlib packages to read; () = all but the excluded ones
     config.data.dev_fraction = 0.1  # fraction of queries in the dev split (by a hash of the qualified name)
     config.data.test_fraction = 0.1  # fraction of queries in the test split

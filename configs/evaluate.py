@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset == "pydocs":  # the pydocs builder's BEIR export (built on first use, as by configs/build_data.py:pydocs)
         config.data.raw_dir = ""  # stdlib source directory; "" = this Python's
         config.data.data_dir = str(DATA_DIR)  # TFDS output root shared with configs/build_data.py
-        config.data.config_name = ""  # name of the built variant; "" = derived from the options
+        config.data.config_name = ""  # name of the built variant; "" = derived from the inputs and options
         config.data.packages = ()  # top-level stdlib packages to read; () = all but the excluded ones
         config.data.dev_fraction = 0.1  # fraction of queries in the dev split
         config.data.test_fraction = 0.1  # fraction of queries in the test split
@@ -47,5 +47,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.measures = "nDCG@10,MRR@10,MRR@100,R@5,R@20,R@100,R@1000,MAP"  # ir-measures names, comma-separated
     config.eval.relevance_level = 1  # minimum gain counted as relevant by binary measures (R@k, MRR, MAP)
     config.eval.per_query = False  # also write <workdir>/<name>.per_query.tsv
-    config.eval.name = ""  # output name in the workdir and the table; "" = the run file's name up to its first dot
+    config.eval.name = ""  # output name in the workdir and the table; "" = the run file's name without its final extension
     return config

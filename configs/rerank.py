@@ -4,7 +4,7 @@
 
 teacher.kind: `cross_encoder` (path = a `train` workdir of task cross_encoder, or a BertForSequenceClassification
 Hugging Face directory), `dense` (path = a BERT Hugging Face directory, e.g. MiniLM), `run_file` (path = a TREC run).
-Presets: `cranfield` (../shared/data, test split), `pydocs` (the demo's BEIR export).
+Presets: `cranfield` (../shared/data, test split), `pydocs` (the pydocs builder's BEIR export, as in configs/bm25.py).
 """
 import pathlib
 
@@ -12,9 +12,10 @@ import ml_collections
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+DATA_DIR = REPO_ROOT / "workdirs" / "data"
 PRESETS = {
     "cranfield": {"name": "cranfield", "beir_dir": str(SHARED_DATA / "cranfield")},
-    "pydocs": {"name": "pydocs", "beir_dir": str(REPO_ROOT / "workdirs" / "data" / "pydocs" / "beir")},
+    "pydocs": {"name": "pydocs", "beir_dir": ""},
 }
 
 
@@ -25,8 +26,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = PRESETS[preset]["name"]  # data set name, for the record
-    config.data.beir_dir = PRESETS[preset]["beir_dir"]  # BEIR-layout directory with the queries and passages
+    config.data.name = PRESETS[preset]["name"]  # data set label; without beir_dir, the builder providing the data
+    config.data.beir_dir = PRESETS[preset]["beir_dir"]  # BEIR-layout directory; "" = builder data.name's export
+    if preset == "pydocs":  # the pydocs builder's BEIR export (built on first use, as by configs/build_data.py:pydocs)
+        config.data.raw_dir = ""  # stdlib source directory; "" = this Python's
+        config.data.data_dir = str(DATA_DIR)  # TFDS output root shared with configs/build_data.py
+        config.data.config_name = ""  # name of the built variant; "" = derived from the inputs and options
+        config.data.packages = ()  # top-level stdlib packages to read; () = all but the excluded ones
+        config.data.dev_fraction = 0.1  # fraction of queries in the dev split
+        config.data.test_fraction = 0.1  # fraction of queries in the test split
+        config.data.export_beir = True  # the BEIR-layout export is what this job reads
+        config.data.level = "passages"  # retrieval unit: "passages" (docstrings) or "documents" (modules)
     config.data.split = "test"  # qrels split whose queries are reranked and evaluated; "" = every run query, no metrics
 
     config.rerank = ml_collections.ConfigDict()

@@ -6,11 +6,13 @@ PyStemmer language is named. Documents that share no term with a query are not r
 than k documents for a query, and none for a query whose terms are all unknown or stop words).
 """
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 
 import bm25s
 import ml_collections
+import Stemmer
 from bm25s.tokenization import Tokenizer
 
 from distill_ret import evaluation
@@ -32,18 +34,29 @@ class Bm25Params:
     stemmer: str = ""  # PyStemmer language (e.g. "english"); "" = no stemming
 
     def __post_init__(self):
+        """Checks every setting (ConfigError naming the `config.bm25` field), so bm25s never sees a bad value."""
+        for field in ("k1", "b", "delta"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"config.bm25.{field}={value!r}: must be a finite number >= 0")
+        if self.b > 1:
+            raise ConfigError(f"config.bm25.b={self.b!r}: must be in [0, 1]")
         if self.method not in METHODS:
-            raise ConfigError(f"BM25 method must be one of {METHODS}, got {self.method!r}")
-        if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+            raise ConfigError(f"config.bm25.method={self.method!r}: must be one of {METHODS}")
+        if self.stemmer and self.stemmer not in Stemmer.algorithms():
+            languages = ", ".join(Stemmer.algorithms())
+            raise ConfigError(f"config.bm25.stemmer={self.stemmer!r}: not a PyStemmer language ({languages})")
+        try:
+            _tokenizer(self)
+        except ValueError:
+            raise ConfigError(
+                f"config.bm25.stopwords={self.stopwords!r}: not a bm25s stop-word list (e.g. english, german, french)"
+            ) from None
 
 
-def _stemmer(language: str):
-    if not language:
-        return None
-    import Stemmer
-
-    return Stemmer.Stemmer(language)
+def _tokenizer(params: "Bm25Params") -> Tokenizer:
+    stemmer = Stemmer.Stemmer(params.stemmer) if params.stemmer else None
+    return Tokenizer(stopwords=params.stopwords or None, stemmer=stemmer)
 
 
 def document_text(document: formats.Document) -> str:
@@ -64,7 +77,7 @@ class Bm25Index:
         if not corpus:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         doc_ids = list(corpus)
-        tokenizer = Tokenizer(stopwords=params.stopwords or None, stemmer=_stemmer(params.stemmer))
+        tokenizer = _tokenizer(params)
         tokens = tokenizer.tokenize(
             [document_text(corpus[doc_id]) for doc_id in doc_ids], update_vocab=True, return_as="tuple",
             show_progress=False,
@@ -98,10 +111,31 @@ class Bm25Index:
 
 
 def params_from_config(section: ml_collections.ConfigDict) -> Bm25Params:
+    """Bm25Params from a config's `bm25` section (checked: ConfigError naming the field)."""
     return Bm25Params(
         k1=section.k1, b=section.b, delta=section.delta, method=section.method, stopwords=section.stopwords,
         stemmer=section.stemmer,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Bm25Settings:
+    """A BM25 job's checked config values."""
+
+    params: Bm25Params
+    top_k: int  # documents kept per query
+    measures: tuple[str, ...]  # ir-measures names
+    relevance_level: int
+    per_query: bool
+
+
+def settings_from_config(config: ml_collections.ConfigDict) -> Bm25Settings:
+    """Checks `config.bm25` and `config.eval` before any input is read or any output written."""
+    params = params_from_config(config.bm25)
+    if not evaluation.is_positive_int(config.bm25.top_k):
+        raise ConfigError(f"config.bm25.top_k={config.bm25.top_k!r}: must be an integer >= 1")
+    measures = evaluation.measures_from_config(config.eval)
+    return Bm25Settings(params, config.bm25.top_k, measures, config.eval.relevance_level, config.eval.per_query)
 
 
 def _queries_of_split(dataset: formats.BeirDataset, split: str, beir_dir: str) -> dict[str, str]:
@@ -109,6 +143,8 @@ def _queries_of_split(dataset: formats.BeirDataset, split: str, beir_dir: str) -
         return dataset.queries
     if split not in dataset.qrels:
         raise ConfigError(f"config.data.split={split!r} has no qrels in {beir_dir}; splits: {sorted(dataset.qrels)}")
+    if not dataset.qrels[split]:
+        raise formats.FormatError(os.path.join(beir_dir, "qrels", f"{split}.tsv"), None, "no judgements")
     return {qid: dataset.queries[qid] for qid in dataset.qrels[split]}
 
 
@@ -122,36 +158,40 @@ class Bm25Outcome:
 
 
 def run_bm25(
-    dataset: formats.BeirDataset, split: str, params: Bm25Params, top_k: int, eval_config: ml_collections.ConfigDict,
-    workdir: str, *, source: str,
+    dataset: formats.BeirDataset, split: str, settings: Bm25Settings, workdir: str, *, source: str,
 ) -> Bm25Outcome:
     """Searches a split's queries (all queries when `split` is ""), writes `<workdir>/bm25-<split>.trec` and,
-    when the split has qrels, `<workdir>/bm25-<split>.metrics.json`."""
+    when the split has qrels, `<workdir>/bm25-<split>.metrics.json`. The run is evaluated before anything is
+    written, so a split without judgements or a run that finds nothing leaves no file behind."""
     queries = _queries_of_split(dataset, split, source)
-    run = Bm25Index.build(dataset.corpus, params).search(queries, top_k)
+    if not dataset.corpus:
+        raise formats.FormatError(os.path.join(source, "corpus.jsonl"), None, "no documents to index")
+    run = Bm25Index.build(dataset.corpus, settings.params).search(queries, settings.top_k)
+    result = None
+    if split:
+        result = evaluation.evaluate(
+            run, dataset.qrels[split], settings.measures, relevance_level=settings.relevance_level
+        )
     name = f"bm25-{split or 'all'}"
     paths = {"run": os.path.join(workdir, f"{name}.trec")}
     formats.write_run(run, paths["run"], tag="bm25")
-    if not split:
+    if result is None:
         return Bm25Outcome(paths=paths, metrics=None, num_queries=len(queries))
-    result = evaluation.evaluate(
-        run, dataset.qrels[split], evaluation.measure_names(eval_config.measures),
-        relevance_level=eval_config.relevance_level,
-    )
-    extra = {"run": os.path.abspath(paths["run"]), "qrels": f"{source} [{split}]", "bm25": dataclasses.asdict(params),
-             "top_k": top_k}
-    paths.update(evaluation.save_evaluation(result, workdir, name, per_query=eval_config.per_query, extra=extra))
+    extra = {"run": os.path.abspath(paths["run"]), "qrels": f"{source} [{split}]",
+             "bm25": dataclasses.asdict(settings.params), "top_k": settings.top_k}
+    paths.update(evaluation.save_evaluation(result, workdir, name, per_query=settings.per_query, extra=extra))
     return Bm25Outcome(paths=paths, metrics=result.aggregate, num_queries=len(queries))
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Bm25Outcome:
-    """The `bm25` mode: BM25 over `config.data`'s corpus, a TREC run of `data.split`'s queries, and its metrics."""
+    """The `bm25` mode: BM25 over `config.data`'s corpus, a TREC run of `data.split`'s queries, and its metrics.
+
+    Config values are checked first, then the data is read; nothing is written before both pass."""
+    settings = settings_from_config(config)
     dataset, source = sources.load_beir(config, workdir)
-    outcome = run_bm25(
-        dataset, config.data.split, params_from_config(config.bm25), config.bm25.top_k, config.eval, workdir,
-        source=source,
-    )
+    outcome = run_bm25(dataset, config.data.split, settings, workdir, source=source)
     if outcome.metrics is not None:
-        print(evaluation.format_table({f"bm25 {config.data.name}/{config.data.split}": outcome.metrics}))
+        label = f"bm25 {evaluation.data_label(config.data)}/{config.data.split}"
+        print(evaluation.format_table({label: outcome.metrics}))
     print(f"{outcome.num_queries} queries searched; wrote {', '.join(outcome.paths.values())}")
     return outcome

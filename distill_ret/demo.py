@@ -14,6 +14,7 @@ import ml_collections
 
 from distill_ret import bm25, evaluation
 from distill_ret.data import builders, formats, sources
+from distill_ret.data.builders import pydocs
 from distill_ret.errors import ConfigError
 
 RESULTS_FILE = "demo_results.json"
@@ -49,13 +50,10 @@ def build_data(state: DemoState) -> None:
 
 def bm25_baseline(state: DemoState) -> None:
     """BM25 on the split's queries at each level; writes runs and metrics under `<workdir>/bm25/<level>/`."""
-    if not state.datasets:
-        raise ConfigError("the bm25 stage needs the data stage (config.demo.stages)")
-    params = bm25.params_from_config(state.config.bm25)
+    settings = bm25.settings_from_config(state.config)
     for level, dataset in state.datasets.items():
         outcome = bm25.run_bm25(
-            dataset, state.config.demo.split, params, state.config.bm25.top_k, state.config.eval,
-            str(state.workdir / "bm25" / level), source=state.sources[level],
+            dataset, state.config.demo.split, settings, str(state.workdir / "bm25" / level), source=state.sources[level],
         )
         state.results[f"bm25 [{level}]"] = outcome.metrics
 
@@ -72,16 +70,27 @@ def _selected_stages(spec: str) -> list[tuple[str, Callable[[DemoState], None]]]
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise ConfigError(f"config.demo.stages names unknown stages {unknown}; stages: {known}")
+    if wanted and "data" not in wanted:
+        raise ConfigError(f"config.demo.stages={spec!r}: every later stage needs the data stage")
     return [(name, stage) for name, stage in STAGES if not wanted or name in wanted]
+
+
+def check_config(config: ml_collections.ConfigDict) -> list[tuple[str, Callable[[DemoState], None]]]:
+    """Checks every config value a stage reads before the first stage runs; returns the selected stages."""
+    if config.demo.split not in pydocs.SPLITS:
+        raise ConfigError(f"config.demo.split={config.demo.split!r}: must name a query split {pydocs.SPLITS}")
+    _levels(config)
+    builders.check_data_config(config.data)
+    bm25.settings_from_config(config)
+    return _selected_stages(config.demo.stages)
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The `demo` mode: runs the selected stages, prints the results table, writes `<workdir>/demo_results.json`."""
-    if config.demo.split == "":
-        raise ConfigError("config.demo.split must name a query split (train, dev or test)")
+    stages = check_config(config)
     state = DemoState(config=config, workdir=pathlib.Path(workdir))
     seconds = {}
-    for name, stage in _selected_stages(config.demo.stages):
+    for name, stage in stages:
         start = time.perf_counter()
         stage(state)
         seconds[name] = round(time.perf_counter() - start, 3)

@@ -13,6 +13,8 @@ import os
 
 import jax
 
+from distill_ret.errors import UserError
+
 ENABLE_VARIABLE = "DISTILL_RET_DISTRIBUTED"
 COORDINATOR_VARIABLE = "DISTILL_RET_COORDINATOR"
 NUM_PROCESSES_VARIABLE = "DISTILL_RET_NUM_PROCESSES"
@@ -30,7 +32,7 @@ def _int_from_environment(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+        raise UserError(f"environment variable {name}={value!r} must be an integer") from None
 
 
 def initialize(

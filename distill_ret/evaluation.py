@@ -16,12 +16,17 @@ import ir_measures
 import ml_collections
 
 from distill_ret.data import formats, sources
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, UserError
 
 DEFAULT_MEASURES = ("nDCG@10", "MRR@10", "MRR@100", "R@5", "R@20", "R@100", "R@1000", "MAP")
 
 Run = Mapping[str, Mapping[str, float]]  # query id -> document id -> score
 Qrels = Mapping[str, Mapping[str, int]]  # query id -> document id -> gain
+QRELS_READERS = {"beir": formats.read_qrels, "trec": formats.read_trec_qrels}  # config.eval.qrels_format -> reader
+
+
+class NothingToEvaluate(UserError, ValueError):
+    """Empty qrels, or a run that ranks no document for any judged query (wrong run or wrong split)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +55,35 @@ def measure_names(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(name.strip() for name in names if name.strip())
 
 
+def is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_measure(name: str, measure: ir_measures.Measure) -> None:
+    """Cutoffs and relevance levels are positive integers, and an installed provider computes the measure (trec_eval
+    aborts the whole process on a cutoff of 0)."""
+    for param in ("cutoff", "rel"):
+        value = measure.params.get(param)
+        if value is not None and not is_positive_int(value):
+            raise ValueError(f"measure {name!r}: {param} must be a positive integer, got {value!r}")
+    if not any(provider.supports(measure) and provider.is_available() for provider in ir_measures.DefaultPipeline.providers):
+        raise ValueError(f"measure {name!r}: no installed ir-measures provider computes it")
+
+
 def parse_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str, ir_measures.Measure]:
     """Measure names (ir-measures syntax, e.g. `nDCG@10`, `MRR@10`, `R@100`, `MAP`) -> measure objects.
 
     Measures that take a relevance level and do not set one get `rel=relevance_level`.
     """
-    if relevance_level < 1:
-        raise ValueError(f"relevance_level must be >= 1, got {relevance_level}")
+    if not is_positive_int(relevance_level):
+        raise ValueError(f"relevance_level must be an integer >= 1, got {relevance_level!r}")
     measures = {}
     for name in names:
         try:
             measure = ir_measures.parse_measure(name)
         except (NameError, ValueError, SyntaxError) as error:
             raise ValueError(f"unknown measure {name!r} (ir-measures syntax, e.g. nDCG@10, MRR@10, R@100, MAP)") from error
+        _check_measure(name, measure)
         if "rel" in measure.SUPPORTED_PARAMS and "rel" not in measure.params:
             measure = measure(rel=relevance_level)
         measures[name] = measure
@@ -71,16 +92,30 @@ def parse_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str, 
     return measures
 
 
+def measures_from_config(section: ml_collections.ConfigDict, prefix: str = "config.eval") -> tuple[str, ...]:
+    """The measure names of a config's eval section, after checking `measures` and `relevance_level` (ConfigError
+    naming the field), so that a mode can refuse them before it computes or writes anything."""
+    level = section.relevance_level
+    if not is_positive_int(level):
+        raise ConfigError(f"{prefix}.relevance_level={level!r}: must be an integer >= 1")
+    names = measure_names(section.measures)
+    try:
+        parse_measures(names, level)
+    except ValueError as error:
+        raise ConfigError(f"{prefix}.measures={section.measures!r}: {error}") from None
+    return names
+
+
 def evaluate(
     run: Run, qrels: Qrels, measures: Sequence[str] = DEFAULT_MEASURES, *, relevance_level: int = 1
 ) -> Evaluation:
     """Scores `run` against `qrels` with ir-measures; see the module docstring for the conventions."""
     if not qrels:
-        raise ValueError("qrels are empty: nothing to evaluate")
+        raise NothingToEvaluate("qrels are empty: nothing to evaluate")
     parsed = parse_measures(measures, relevance_level)
     ranked = {qid: dict(docs) for qid, docs in run.items() if qid in qrels and docs}
     if not ranked:
-        raise ValueError(
+        raise NothingToEvaluate(
             f"the run ranks no document for any of the {len(qrels)} qrels queries: wrong run or wrong split?"
         )
     name_of = {measure: name for name, measure in parsed.items()}
@@ -150,32 +185,82 @@ def _load_judgements(config: ml_collections.ConfigDict, workdir: str) -> tuple[d
     """(qrels, queries, corpus, qrels description) from `eval.qrels_path`, or else from `config.data` + `data.split`."""
     qrels_path = config.eval.qrels_path
     if qrels_path:
-        readers = {"beir": formats.read_qrels, "trec": formats.read_trec_qrels}
-        if config.eval.qrels_format not in readers:
-            raise ConfigError(f"config.eval.qrels_format must be one of {sorted(readers)}, got {config.eval.qrels_format!r}")
-        return readers[config.eval.qrels_format](qrels_path), None, None, str(qrels_path)
+        qrels = QRELS_READERS[config.eval.qrels_format](qrels_path)
+        if not qrels:
+            raise formats.FormatError(qrels_path, None, "no judgements: nothing to evaluate")
+        return qrels, None, None, str(qrels_path)
     dataset, source = sources.load_beir(config, workdir)
     if config.data.split not in dataset.qrels:
         raise ConfigError(f"config.data.split={config.data.split!r} has no qrels in {source}; splits: {sorted(dataset.qrels)}")
+    if not dataset.qrels[config.data.split]:
+        raise formats.FormatError(os.path.join(source, "qrels", f"{config.data.split}.tsv"), None, "no judgements")
     return dataset.qrels[config.data.split], dataset.queries, dataset.corpus, f"{source} [{config.data.split}]"
+
+
+def data_label(data: ml_collections.ConfigDict) -> str:
+    """The name tables give the data a job read: `data.name` when it names that data (no `beir_dir`, so the builder
+    `data.name` made it, or a `beir_dir` whose directory is called `data.name`), else the BEIR directory's name."""
+    beir_dir = data.get("beir_dir", "")
+    if not beir_dir:
+        return data.name
+    directory = os.path.basename(os.path.normpath(os.path.abspath(beir_dir)))
+    return data.name if directory == data.name else directory
+
+
+def output_name(config_name: str, run_path: str, field: str = "config.eval.name") -> str:
+    """The name of a run's outputs: `config_name`, else the run file's name without its final extension
+    (`run.bm25.trec` -> `run.bm25`), so that two runs in one directory never share outputs."""
+    if config_name:
+        if os.sep in config_name or config_name in (".", "..") or config_name != config_name.strip():
+            raise ConfigError(f"{field}={config_name!r}: must be a plain file name (no {os.sep!r}, no surrounding spaces)")
+        return config_name
+    return os.path.splitext(os.path.basename(run_path))[0]
+
+
+def check_metrics_target(workdir: str, name: str, run_path: str, field: str = "config.eval.name") -> None:
+    """Refuses to replace `<workdir>/<name>.metrics.json` unless it holds the metrics of this same run file."""
+    path = os.path.join(workdir, f"{name}.metrics.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            previous = json.load(handle).get("run")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != os.path.abspath(run_path):
+        held = f"the metrics of {previous}" if isinstance(previous, str) else "a file this tool did not write"
+        raise ConfigError(f"{path} already holds {held}; set {field} to another name to keep both")
+
+
+def _check_config(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Config values of the `evaluate` mode, checked before any file is read; returns the measure names."""
+    if not config.eval.run_path:
+        raise ConfigError("config.eval.run_path is required (a TREC run file)")
+    if config.eval.qrels_path and config.eval.qrels_format not in QRELS_READERS:
+        raise ConfigError(
+            f"config.eval.qrels_format={config.eval.qrels_format!r}: must be one of {sorted(QRELS_READERS)}"
+        )
+    output_name(config.eval.name, config.eval.run_path)
+    return measures_from_config(config.eval)
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Evaluation:
     """The `evaluate` mode: scores `eval.run_path`, prints the table, writes `<workdir>/<name>.metrics.json`.
 
     Judgements come from `eval.qrels_path` when it is set, else from `config.data` (see `sources.load_beir`);
-    in the latter case every query and document id of the run must exist in the data set.
+    in the latter case every query and document id of the run must exist in the data set. Config values are
+    checked first, then the inputs; nothing is written before both pass, and the metrics of another run with the
+    same name are never replaced.
     """
+    measures = _check_config(config)
     run_path = config.eval.run_path
-    if not run_path:
-        raise ConfigError("config.eval.run_path is required (a TREC run file)")
+    name = output_name(config.eval.name, run_path)
+    check_metrics_target(workdir, name, run_path)
     qrels, queries, corpus, qrels_description = _load_judgements(config, workdir)
     run = formats.read_run(run_path, queries=queries, corpus=corpus)
     if not any(qid in qrels for qid in run):
         raise formats.FormatError(run_path, None, f"no query of this run has judgements in {qrels_description}")
-    measures = measure_names(config.eval.measures)
     evaluation = evaluate(run, qrels, measures, relevance_level=config.eval.relevance_level)
-    name = config.eval.name or os.path.basename(run_path).split(".")[0]
     paths = save_evaluation(
         evaluation, workdir, name, per_query=config.eval.per_query,
         extra={"run": os.path.abspath(run_path), "qrels": qrels_description},

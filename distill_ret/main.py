@@ -1,12 +1,17 @@
 """Command-line entry point: `distill-ret MODE --config=configs/x.py:preset --workdir=DIR [--config.a.b=v]`.
 
-Parses flags and dispatches to the library function that owns the mode; nothing else lives here.
+Parses flags, checks the command line (mode, config file, workdir) and dispatches to the library function that
+owns the mode. Every error a user can cause ends as one line `distill-ret MODE: error: ...` on stderr and exit
+status 1; a traceback means a bug in distill_ret.
 """
 import importlib
+import logging
+import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
+from absl import logging as absl_logging
+from ml_collections import ConfigDict, config_flags
 
 from distill_ret import distributed
 from distill_ret.errors import UserError
@@ -21,6 +26,8 @@ MODES = {
     "export": "distill_ret.hf.export:export_from_config",
     "rerank": "distill_ret.teachers.rerank:run_from_config",
 }
+EXIT_ERROR = 1
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file, e.g. configs/bm25.py:cranfield.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's outputs (checkpoints, runs, metrics).")
@@ -29,39 +36,118 @@ _DISTRIBUTED = flags.DEFINE_bool(
 )
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with one-line errors for bad `--config` values and overrides (no tracebacks)."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        # A failing get_config() comes back with its traceback embedded: keep the flag and the final message.
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        message = f"{lines[0]} {lines[-1]}" if "Traceback (most recent call last):" in lines else str(error)
-    except (AttributeError, KeyError) as error:  # raised by ml_collections for an unknown `--config.a.b` field
+class CommandLineError(UserError):
+    """A wrong mode, flag, config file or workdir on the command line."""
+
+
+def _mode_of(argv: list[str]) -> str:
+    """The first positional argument (the mode, when the command line is right), or "" when there is none."""
+    return next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+
+
+def report(mode: str, message: str) -> int:
+    """Prints the one-line error `distill-ret MODE: error: message` and returns the exit status."""
+    prefix = f"distill-ret {mode}" if mode in MODES else "distill-ret"
+    sys.stderr.write(f"{prefix}: error: {' '.join(str(message).split())}\n")
+    return EXIT_ERROR
+
+
+def _config_file_argument(argv: list[str]) -> str | None:
+    """The value of `--config=PATH[:preset]` (or `--config PATH`) on the command line, if given."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.removeprefix("--config=")
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def check_config_file(argv: list[str]) -> None:
+    """A missing or unreadable `--config` file is named before absl tries to load it."""
+    value = _config_file_argument(argv)
+    if value is None:
+        return
+    path = value.split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise CommandLineError(f"--config={value}: {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise CommandLineError(f"--config={value}: {path} is not readable")
+
+
+def _flags_message(argv: list[str], error: Exception) -> str:
+    """One line from absl's or ml_collections' flag-parsing error (a failing get_config() embeds a traceback)."""
+    if isinstance(error, (AttributeError, KeyError)):  # ml_collections: an unknown `--config.a.b` field
         overrides = " ".join(arg for arg in argv if arg.startswith("--config."))
-        message = f"the config has no field {str(error).strip(chr(34) + chr(39))!r} (overrides: {overrides})"
-    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
-    sys.exit(1)
+        return f"the config has no field {str(error).strip(chr(34) + chr(39))!r} (overrides: {overrides})"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        return f"{lines[0]} {lines[-1]}"
+    return " ".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; every error is one line and exit status 1 (no traceback, no usage dump)."""
+    mode = _mode_of(argv)
+    try:
+        check_config_file(argv)
+        return flags.FLAGS(argv)
+    except CommandLineError as error:
+        message = str(error)
+    except (flags.Error, AttributeError, KeyError, OSError, SyntaxError) as error:
+        message = _flags_message(argv, error)
+    sys.exit(report(mode, message))
+
+
+def check_workdir(workdir: str) -> None:
+    """The workdir is a writable directory, or can be created as one (nothing is created here)."""
+    path = os.path.abspath(workdir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise CommandLineError(f"--workdir={workdir} {what}, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created: {existing} is not writable"
+        raise CommandLineError(f"--workdir={workdir} {what}")
+
+
+def check_command_line(argv: list[str]) -> str:
+    """The mode named by a well-formed command line; raises CommandLineError otherwise."""
+    if len(argv) != 2 or argv[1] not in MODES:
+        given = " ".join(argv[1:]) or "nothing"
+        raise CommandLineError(f"usage: distill-ret MODE --config=... --workdir=...; MODE is one of {sorted(MODES)} "
+                               f"(got {given})")
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        raise CommandLineError("--config and --workdir are required")
+    if not isinstance(_CONFIG.value, ConfigDict):
+        raise CommandLineError(f"--config={config_flags.get_config_filename(flags.FLAGS['config'])} did not load")
+    check_workdir(_WORKDIR.value)
+    return argv[1]
+
+
+def is_own_or_important(record: logging.LogRecord) -> bool:
+    """Keeps warnings and errors, and distill_ret's own INFO lines; drops third-party INFO chatter (jax's
+    "Unable to initialize backend 'tpu'", bm25s's index building, TFDS's "Downloading and preparing")."""
+    return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIR + os.sep)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in MODES:
-        raise app.UsageError(f"usage: distill-ret MODE --config=... --workdir=...; MODE is one of {sorted(MODES)}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        raise app.UsageError("--config and --workdir are required")
-    if _DISTRIBUTED.value or distributed.requested_by_environment():
-        distributed.initialize()
-    module_name, function_name = MODES[argv[1]].split(":")
+    mode = _mode_of(argv)
     try:
+        mode = check_command_line(argv)
+        if _DISTRIBUTED.value or distributed.requested_by_environment():
+            distributed.initialize()
+        module_name, function_name = MODES[mode].split(":")
         getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
     except UserError as error:
-        sys.stderr.write(f"distill-ret {argv[1]}: error: {error}\n")
-        return 1
+        return report(mode, str(error))
     return 0
 
 
 def run():
-    app.run(main, flags_parser=_parse_flags)
+    absl_logging.get_absl_handler().addFilter(is_own_or_important)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

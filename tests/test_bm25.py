@@ -90,9 +90,17 @@ def test_stemming_matches_inflections():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"), [({"method": "bm26"}, "method must be one of"), ({"b": 1.5}, "0 <= b <= 1")]
+    ("kwargs", "message"),
+    [
+        ({"method": "bm26"}, r"config.bm25.method='bm26': must be one of"),
+        ({"b": 1.5}, r"config.bm25.b=1.5: must be in \[0, 1\]"),
+        ({"k1": -1.0}, r"config.bm25.k1=-1.0: must be a finite number >= 0"),
+        ({"delta": float("nan")}, r"config.bm25.delta=nan"),
+        ({"stemmer": "klingon"}, r"config.bm25.stemmer='klingon': not a PyStemmer language"),
+        ({"stopwords": "klingon"}, r"config.bm25.stopwords='klingon': not a bm25s stop-word list"),
+    ],
 )
-def test_bad_parameters(kwargs, message):
+def test_bad_parameters_name_the_config_field(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         bm25.Bm25Params(**kwargs)
 
@@ -138,6 +146,43 @@ def test_bm25_mode_on_all_queries_writes_a_run_only(tmp_path):
     assert outcome.metrics is None
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["bm25-all.trec"]
     assert set(formats.read_run(tmp_path / "work" / "bm25-all.trec")) == {"q1", "q2"}  # q3 matches nothing
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "message"),
+    [
+        ("bm25", "top_k", 0, r"config.bm25.top_k=0: must be an integer >= 1"),
+        ("bm25", "stemmer", "klingon", r"config.bm25.stemmer='klingon'"),
+        ("eval", "measures", "nDCG@10,FOO", r"config.eval.measures='nDCG@10,FOO': unknown measure 'FOO'"),
+        ("eval", "measures", "R@0", r"config.eval.measures='R@0': measure 'R@0': cutoff must be a positive integer"),
+        ("eval", "relevance_level", 0, r"config.eval.relevance_level=0: must be an integer >= 1"),
+    ],
+)
+def test_bm25_mode_refuses_bad_values_before_writing(tmp_path, section, field, value, message):
+    beir = _write_fixture(tmp_path / "beir")
+    config = _config(beir, "test")
+    config[section][field] = value
+    with pytest.raises(ConfigError, match=message):
+        bm25.run_from_config(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_bm25_mode_writes_nothing_when_the_split_has_no_judgements_or_nothing_is_found(tmp_path):
+    beir = _write_fixture(tmp_path / "beir")
+    (beir / "qrels" / "empty.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(formats.FormatError, match=r"empty.tsv: no judgements"):
+        bm25.run_from_config(_config(beir, "empty"), str(tmp_path / "work"))
+    (beir / "qrels" / "unmatched.tsv").write_text("query-id\tcorpus-id\tscore\nq3\ta\t1\n")  # "zeppelin" matches nothing
+    with pytest.raises(evaluation.NothingToEvaluate, match="ranks no document"):
+        bm25.run_from_config(_config(beir, "unmatched"), str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_bm25_mode_labels_the_data_it_read(tmp_path, capsys):
+    beir = _write_fixture(tmp_path / "beir")
+    bm25.run_from_config(_config(beir, "test"), str(tmp_path / "work"))  # the cranfield preset, another directory
+    printed = capsys.readouterr().out
+    assert "bm25 beir/test" in printed and "cranfield" not in printed
 
 
 def test_bm25_mode_unknown_split(tmp_path):

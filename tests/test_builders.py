@@ -2,6 +2,7 @@
 import gzip
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 from distill_ret.data import builders, formats
 from distill_ret.data.builders import common, long_docs, pydocs
 from distill_ret.data.formats import BeirDataset, Document, FormatError
+from distill_ret.errors import ConfigError
 
 SMALL = BeirDataset(
     corpus={f"p{i}": Document(f"p{i}", f"title {i}" if i % 3 else "", f"text of passage {i}.") for i in range(10)},
@@ -66,7 +68,9 @@ def test_beir_export_round_trip(small_beir, tmp_path):
     assert loaded.corpus == SMALL.corpus
     assert loaded.queries == judged
     assert loaded.qrels == SMALL.qrels
-    assert builders.beir_dir(config, str(tmp_path / "work")) == tmp_path / "work/tfds/beir_layout/beir/small"
+    exported = builders.beir_dir(config, str(tmp_path / "work"))
+    assert exported.parent == tmp_path / "work/tfds/beir_layout/beir"
+    assert re.fullmatch(r"small_[0-9a-f]{12}", exported.name)  # the raw directory's name + the inputs' fingerprint
 
 
 def test_build_is_idempotent_and_byte_identical(small_beir, tmp_path):
@@ -81,7 +85,12 @@ def test_build_is_idempotent_and_byte_identical(small_beir, tmp_path):
     assert len(files) == 3  # corpus, test, train
 
 
-def test_bad_input_fails_cleanly(tmp_path):
+def tree(root: pathlib.Path) -> dict[str, bytes | None]:
+    """Relative path -> bytes (None for a directory) of everything under root."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def test_bad_input_fails_cleanly_and_removes_only_what_it_created(tmp_path):
     raw = tmp_path / "bad"
     formats.write_beir(SMALL, raw)
     (raw / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnot-a-doc\t1\n")
@@ -89,17 +98,105 @@ def test_bad_input_fails_cleanly(tmp_path):
     with pytest.raises(FormatError, match="unknown document id 'not-a-doc'") as excinfo:
         builders.build_from_config(config, str(tmp_path / "work"))
     assert excinfo.value.path.endswith("dev.tsv") and excinfo.value.line == 2
-    built = tmp_path / "work" / "tfds" / "beir"
-    assert not list(built.rglob("*.array_record-*")) and not list(built.rglob("dataset_info.json"))
+    assert not (tmp_path / "work").exists()  # no empty directories, no staging left behind
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "notes.txt").write_text("mine")
+    config.data.data_dir = str(tmp_path / "shared")
+    with pytest.raises(FormatError):
+        builders.build_from_config(config, str(tmp_path / "work"))
+    assert tree(tmp_path / "shared") == {"notes.txt": b"mine"}  # the existing root keeps exactly what it had
+
+
+def test_same_directory_name_with_other_contents_is_another_build(tmp_path):
+    first, second = tmp_path / "a" / "small", tmp_path / "b" / "small"
+    formats.write_beir(SMALL, first)
+    other = BeirDataset({"x": Document("x", "", "another corpus")}, {"q": "query"}, {"test": {"q": {"x": 1}}})
+    formats.write_beir(other, second)
+    work = str(tmp_path / "work")
+    loaded_first = builders.load_beir_from_config(data_config(name="beir", raw_dir=str(first)), work)
+    loaded_second = builders.load_beir_from_config(data_config(name="beir", raw_dir=str(second)), work)
+    assert loaded_first.corpus == SMALL.corpus and loaded_second.corpus == other.corpus
+    assert len(list((tmp_path / "work" / "tfds" / "beir").iterdir())) == 4  # two variants x two parts
+
+
+def test_edited_input_is_rebuilt_and_identical_input_is_found_again(small_beir, tmp_path):
+    work = str(tmp_path / "work")
+    config = data_config(name="long_docs", raw_dir=str(small_beir), passages_per_doc=(2, 3), seed=1)
+    before = builders.beir_dir(config, work)
+    builders.build_from_config(config, work)
+    edited = BeirDataset({**SMALL.corpus, "p0": Document("p0", "", "an edited passage")}, SMALL.queries, SMALL.qrels)
+    formats.write_beir(edited, small_beir)
+    after = builders.beir_dir(config, work)
+    assert after != before
+    config.data.level = "passages"
+    assert builders.load_beir_from_config(config, work).corpus["p0"].text == "an edited passage"
+    config.data.seed = 2  # options are part of the key too
+    assert builders.beir_dir(config, work).parent != after.parent
+    formats.write_beir(SMALL, small_beir)  # the original contents again: the first build is found, not rebuilt
+    config.data.seed, config.data.level = 1, "documents"
+    assert builders.beir_dir(config, work) == before
+
+
+def test_a_chosen_name_is_refused_for_other_inputs(small_beir, tmp_path):
+    work = str(tmp_path / "work")
+    config = data_config(name="beir", raw_dir=str(small_beir), config_name="mine")
+    first = builders.build_from_config(config, work)
+    assert first["corpus"].parent.name == "mine_corpus"
+    assert common.built_fingerprint(first["corpus"]) == configs_fingerprint(config)
+    assert builders.build_from_config(config, work) == first  # same inputs: a no-op
+    formats.write_beir(BeirDataset(SMALL.corpus, SMALL.queries, {"test": SMALL.qrels["test"]}), small_beir)
+    (small_beir / "qrels" / "train.tsv").unlink()
+    snapshot = tree(tmp_path / "work")
+    with pytest.raises(ConfigError, match=r"config.data.config_name='mine': .* built from other inputs"):
+        builders.build_from_config(config, work)
+    assert tree(tmp_path / "work") == snapshot
+
+
+def configs_fingerprint(config) -> str:
+    return builders.part_configs(config.data)["corpus"].description.removeprefix(common.FINGERPRINT_PREFIX)
+
+
+def test_build_outputs_follow_the_umask(small_beir, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        builders.build_from_config(data_config(name="beir", raw_dir=str(small_beir)), str(tmp_path / "work"))
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "work").rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o750 if path.is_dir() else 0o640), path
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="config.data.name must be one of"):
+    with pytest.raises(ConfigError, match="config.data.name='nope': must be one of"):
         builders.build_from_config(data_config(name="nope"), str(tmp_path))
-    with pytest.raises(ValueError, match="raw_dir is required"):
+    with pytest.raises(ConfigError, match="raw_dir is required"):
         builders.build_from_config(data_config(name="beir"), str(tmp_path))
-    with pytest.raises(FormatError, match="file not found"):
+    with pytest.raises(ConfigError, match="config.data.raw_dir=.*absent': not a directory"):
         builders.build_from_config(data_config(name="beir", raw_dir=str(tmp_path / "absent")), str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "long_docs", "passages_per_doc": (3, 2)}, r"config.data.passages_per_doc=\(3, 2\): needs integers"),
+        ({"name": "long_docs", "passages_per_doc": 0}, "config.data.passages_per_doc=0"),
+        ({"name": "long_docs", "seed": -1}, "config.data.seed=-1"),
+        ({"name": "beir", "level": "sentences"}, "config.data.level='sentences'"),
+        ({"name": "beir", "config_name": "My Name"}, "config.data.config_name='My Name'"),
+        ({"name": "beir", "data_dir": "FILE"}, "config.data.data_dir=.*is not a directory"),
+        ({"name": "pydocs", "raw_dir": "", "dev_fraction": 1.5}, "config.data.dev_fraction=1.5"),
+        ({"name": "pydocs", "raw_dir": "", "dev_fraction": 0.6, "test_fraction": 0.6}, "must be at most 1"),
+        ({"name": "pydocs", "raw_dir": "", "packages": ("no_such_package",)}, r"config.data.packages=.*no_such_package"),
+    ],
+)
+def test_bad_data_configs_are_refused_before_anything_is_written(small_beir, tmp_path, fields, message):
+    (tmp_path / "FILE").write_text("x")
+    fields = {"raw_dir": str(small_beir), **fields}
+    if fields.get("data_dir") == "FILE":
+        fields["data_dir"] = str(tmp_path / "FILE")
+    with pytest.raises(ConfigError, match=message):
+        builders.build_from_config(data_config(**fields), str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
 
 
 def test_cranfield_through_beir(cranfield_dir, tmp_path):
@@ -385,6 +482,17 @@ def test_pydocs_builder_qrels(fake_stdlib, tmp_path):
     assert passages.qrels["train"] == {qid: {qid.removeprefix("q:"): 1} for qid in documents.qrels["train"]}
     assert sorted(documents.qrels) == ["train"]  # the empty dev and test splits are left out
     assert list(passages.corpus) == ["alpha.greet", "alpha.Box", "alpha.Box.put", "pkg.helper"]
+
+
+def test_pydocs_name_follows_the_sources(fake_stdlib, tmp_path):
+    config = data_config(name="pydocs", raw_dir=str(fake_stdlib))
+    before = builders.beir_dir(config, str(tmp_path))
+    builders.build_from_config(config, str(tmp_path))
+    source = fake_stdlib / "pkg" / "__init__.py"
+    source.write_text(source.read_text().replace("correctly", "properly"))
+    assert builders.beir_dir(config, str(tmp_path)) != before
+    assert "q:pkg.helper" in builders.load_beir_from_config(config, str(tmp_path)).queries
+    assert builders.load_beir_from_config(config, str(tmp_path)).queries["q:pkg.helper"].endswith("properly.")
 
 
 def test_pydocs_real_stdlib_deterministic(tmp_path):

@@ -1,13 +1,15 @@
 """The command line in subprocesses: modes, `--config.a.b=v` overrides, usage errors, bad input with clean exits."""
 import importlib.util
 import json
+import logging
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from distill_ret import bm25
+from distill_ret import bm25, main
 from distill_ret.data import formats
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -30,6 +32,7 @@ def test_bm25_mode_with_overrides_then_evaluate_mode(cranfield_dir, tmp_path):
         "--config.bm25.top_k=50", "--config.eval.per_query=True", cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no third-party chatter (jax's "Unable to initialize backend 'tpu'", bm25s's INFO lines)
     assert "nDCG@10" in done.stdout.splitlines()[0] and "bm25 cranfield/test" in done.stdout
 
     run = formats.read_run(work / "bm25-test.trec")
@@ -80,7 +83,7 @@ def test_malformed_run_is_one_clear_error_and_writes_nothing(tmp_path):
         (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.k1=abc"], "could not convert string to float"),
         (["bm25", f"--config={BM25_CONFIG}:nope", "--workdir=w"], "unknown preset 'nope'"),
         (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.data.beir_dir=missing"], "corpus.jsonl: file not found"),
-        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.method=bm26"], "method must be one of"),
+        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.method=bm26"], "config.bm25.method='bm26': must be one of"),
     ],
 )
 def test_usage_and_config_errors_exit_non_zero(tmp_path, args, message):
@@ -99,6 +102,8 @@ def test_build_data_then_bm25_on_the_pydocs_export(tmp_path):
         packages, data_dir, cwd=tmp_path,
     )
     assert built.returncode == 0, built.stderr
+    assert built.stderr == "" and "Downloading" not in built.stdout  # nothing downloads, and TFDS no longer says so
+    assert built.stdout.startswith("pydocs/py")
     exports = sorted((tmp_path / "data" / "beir_layout" / "pydocs").glob("*/passages"))
     assert len(exports) == 1
     searched = _cli(
@@ -142,3 +147,36 @@ def test_cranfield_default_is_resolved_from_the_config_file(cranfield_dir, monke
     for name in ["bm25", "evaluate"]:
         assert pathlib.Path(_load_config_module(name).get_config("cranfield").data.beir_dir) == cranfield_dir
     assert pathlib.Path(_load_config_module("build_data").get_config("cranfield").data.raw_dir) == cranfield_dir
+
+
+def test_check_workdir(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    main.check_workdir(str(tmp_path / "new" / "deeper"))  # creatable: fine, and nothing is created
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(main.CommandLineError, match=r"--workdir=.*afile is a file, not a directory"):
+        main.check_workdir(str(tmp_path / "afile"))
+    with pytest.raises(main.CommandLineError, match=r"cannot be created: .*afile is a file"):
+        main.check_workdir(str(tmp_path / "afile" / "sub"))
+    monkeypatch.setattr(main.os, "access", lambda path, mode: False)  # a read-only directory (root writes anyway)
+    with pytest.raises(main.CommandLineError, match=r"--workdir=.* is not writable"):
+        main.check_workdir(str(tmp_path))
+    with pytest.raises(main.CommandLineError, match=r"cannot be created: .* is not writable"):
+        main.check_workdir(str(tmp_path / "new"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_workdir_is_one_line(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    done = _cli("bm25", f"--config={BM25_CONFIG}", f"--workdir={tmp_path / 'ro'}", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "is not writable" in done.stderr
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_is_own_or_important_drops_third_party_info_only():
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    jax_path = "/venv/site-packages/jax/_src/xla_bridge.py"
+    assert not main.is_own_or_important(record(logging.INFO, jax_path))
+    assert main.is_own_or_important(record(logging.WARNING, jax_path))
+    assert main.is_own_or_important(record(logging.INFO, os.path.join(main.PACKAGE_DIR, "training", "trainer.py")))

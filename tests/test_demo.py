@@ -50,24 +50,32 @@ def test_demo_end_to_end_on_reduced_pydocs(tmp_path):
         assert 0 < metrics["MRR@10"] <= 1
 
 
-def _config(**demo_fields):
+def _config(**fields):
     spec = importlib.util.spec_from_file_location("demo_config", DEMO_CONFIG)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config("small")
-    config.demo.update(demo_fields)
+    for dotted, value in fields.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
     return config
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"stages": "data,teacher"}, r"unknown stages \['teacher'\]"),
-        ({"stages": "bm25"}, "needs the data stage"),
-        ({"split": ""}, "must name a query split"),
-        ({"levels": "modules"}, "demo.levels must name"),
+        ({"demo.stages": "data,teacher"}, r"unknown stages \['teacher'\]"),
+        ({"demo.stages": "bm25"}, "needs the data stage"),
+        ({"demo.split": ""}, "must name a query split"),
+        ({"demo.split": "validation"}, r"config.demo.split='validation'"),
+        ({"demo.levels": "modules"}, "demo.levels must name"),
+        ({"bm25.top_k": 0}, r"config.bm25.top_k=0"),
+        ({"bm25.stemmer": "klingon"}, r"config.bm25.stemmer='klingon'"),
+        ({"eval.measures": "nDCG@10,FOO"}, r"config.eval.measures="),
+        ({"data.packages": ("no_such_package",)}, r"config.data.packages="),
     ],
 )
-def test_bad_demo_configs(tmp_path, fields, message):
+def test_bad_demo_configs_are_refused_before_anything_is_built(tmp_path, fields, message):
     with pytest.raises(ConfigError, match=message):
-        demo.run_from_config(_config(**fields), str(tmp_path))
+        demo.run_from_config(_config(**fields), str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()

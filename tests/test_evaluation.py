@@ -206,3 +206,90 @@ def test_evaluate_mode_unknown_split(tmp_path):
     config.data.beir_dir, config.data.split = str(beir), "dev"
     with pytest.raises(ConfigError, match=r"split='dev' has no qrels .*\['test'\]"):
         evaluation.run_from_config(config, str(tmp_path))
+
+
+def test_outputs_are_named_by_the_full_stem_and_never_replace_another_runs_metrics(tmp_path):
+    beir = _beir_fixture(tmp_path / "beir")
+    formats.write_run(RUN, tmp_path / "run.bm25.trec")
+    formats.write_run({"q1": {"d1": 1.0}}, tmp_path / "run.rerank.trec")
+    work = str(tmp_path / "work")
+    for run_name in ("run.bm25.trec", "run.rerank.trec"):
+        config = _evaluate_config(run_path=str(tmp_path / run_name))
+        config.data.beir_dir = str(beir)
+        evaluation.run_from_config(config, work)
+    saved = {name: json.loads((tmp_path / "work" / f"{name}.metrics.json").read_text()) for name in ("run.bm25", "run.rerank")}
+    assert saved["run.bm25"]["run"] == str(tmp_path / "run.bm25.trec")
+    assert saved["run.rerank"]["run"] == str(tmp_path / "run.rerank.trec")
+    assert saved["run.bm25"]["measures"]["MRR@10"] != saved["run.rerank"]["measures"]["MRR@10"]
+
+    (tmp_path / "elsewhere").mkdir()
+    formats.write_run(RUN, tmp_path / "elsewhere" / "run.bm25.trec")  # another run file with the same name
+    config = _evaluate_config(run_path=str(tmp_path / "elsewhere" / "run.bm25.trec"))
+    config.data.beir_dir = str(beir)
+    before = (tmp_path / "work" / "run.bm25.metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"run.bm25.metrics.json already holds the metrics of .*/run.bm25.trec; set config.eval.name"):
+        evaluation.run_from_config(config, work)
+    assert (tmp_path / "work" / "run.bm25.metrics.json").read_bytes() == before
+    config.eval.name = "elsewhere"
+    evaluation.run_from_config(config, work)
+    config = _evaluate_config(run_path=str(tmp_path / "run.bm25.trec"))  # the same run again may refresh its metrics
+    config.data.beir_dir = str(beir)
+    evaluation.run_from_config(config, work)
+
+
+def test_a_metrics_file_the_tool_did_not_write_is_never_replaced(tmp_path):
+    beir = _beir_fixture(tmp_path / "beir")
+    formats.write_run(RUN, tmp_path / "system.trec")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "system.metrics.json").write_text("my notes\n")
+    config = _evaluate_config(run_path=str(tmp_path / "system.trec"))
+    config.data.beir_dir = str(beir)
+    with pytest.raises(ConfigError, match="already holds a file this tool did not write"):
+        evaluation.run_from_config(config, str(tmp_path / "work"))
+    assert (tmp_path / "work" / "system.metrics.json").read_text() == "my notes\n"
+
+
+def test_output_name():
+    assert evaluation.output_name("", "/x/run.bm25.trec") == "run.bm25"
+    assert evaluation.output_name("", "run") == "run"
+    assert evaluation.output_name("mine", "/x/run.bm25.trec") == "mine"
+    with pytest.raises(ConfigError, match="config.eval.name='a/b': must be a plain file name"):
+        evaluation.output_name("a/b", "run.trec")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"measures": "nDCG@10,FOO"}, r"config.eval.measures='nDCG@10,FOO': unknown measure 'FOO'"),
+        ({"measures": "P@0"}, r"measure 'P@0': cutoff must be a positive integer"),  # trec_eval would abort the process
+        ({"measures": "AP(rel=0)"}, r"measure 'AP\(rel=0\)': rel must be a positive integer"),
+        ({"measures": "alpha_nDCG@10"}, "no installed ir-measures provider"),
+        ({"measures": " , "}, "no measures given"),
+        ({"relevance_level": 0}, r"config.eval.relevance_level=0: must be an integer >= 1"),
+        ({"relevance_level": True}, r"config.eval.relevance_level=True"),
+    ],
+)
+def test_eval_section_is_checked_before_any_input_is_read(tmp_path, fields, message):
+    config = _evaluate_config(run_path=str(tmp_path / "absent.trec"), **fields)  # the run is never opened
+    with pytest.raises(ConfigError, match=message):
+        evaluation.run_from_config(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_empty_qrels_file_is_a_user_error_naming_it(tmp_path):
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    formats.write_run(RUN, tmp_path / "system.trec")
+    config = _evaluate_config(run_path=str(tmp_path / "system.trec"), qrels_path=str(tmp_path / "qrels.tsv"))
+    with pytest.raises(formats.FormatError, match=r"qrels.tsv: no judgements"):
+        evaluation.run_from_config(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_data_label_names_the_data_really_read():
+    def data(name, beir_dir):
+        return ml_collections.ConfigDict({"name": name, "beir_dir": beir_dir})
+
+    assert evaluation.data_label(data("cranfield", "/shared/data/cranfield")) == "cranfield"
+    assert evaluation.data_label(data("cranfield", "/shared/data/cranfield/")) == "cranfield"
+    assert evaluation.data_label(data("cranfield", "/data/scifact")) == "scifact"
+    assert evaluation.data_label(data("pydocs", "")) == "pydocs"  # builder data: the builder's name

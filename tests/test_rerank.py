@@ -1,4 +1,6 @@
 """Mode `rerank`: a teacher reranks a candidate run into a valid TREC run covering every candidate."""
+import json
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,40 @@ def test_run_file_teacher_rerank_and_bad_configs(tmp_path):
     with pytest.raises(ConfigError, match="rerank.run_path is required"):
         rerank.run_from_config(config, str(tmp_path / "out2"))
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "message"),
+    [
+        ("eval", "measures", "nDCG@10,FOO", r"config.eval.measures='nDCG@10,FOO': unknown measure 'FOO'"),
+        ("eval", "relevance_level", 0, r"config.eval.relevance_level=0"),
+        ("rerank", "depth", -1, r"config.rerank.depth=-1: must be an integer >= 0"),
+        ("rerank", "name", "../up", r"config.rerank.name='../up': must be a plain file name"),
+        ("teacher", "path", "/no/such/teacher", r"config.teacher.path='/no/such/teacher' does not exist"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_written(tmp_path, section, field, value, message):
+    formats.write_run({"q7": {"d3": 5.0}}, tmp_path / "teacher.trec")
+    config = make_config(tmp_path, "run_file", tmp_path / "teacher.trec", depth=0)
+    config[section][field] = value
+    with pytest.raises(ConfigError, match=message):
+        rerank.run_from_config(config, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_split_without_judgements_writes_nothing(tmp_path):
+    formats.write_run({"q7": {"d3": 5.0}}, tmp_path / "teacher.trec")
+    config = make_config(tmp_path, "run_file", tmp_path / "teacher.trec", depth=0)
+    (tmp_path / "beir" / "qrels" / "empty.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    config.data.split = "empty"
+    with pytest.raises(formats.FormatError, match=r"empty.tsv: no judgements"):
+        rerank.run_from_config(config, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_metrics_record_the_data_label(tmp_path):
+    formats.write_run({"q7": {"d3": 5.0}, "q8": {"d2": 1.0}}, tmp_path / "teacher.trec")
+    config = make_config(tmp_path, "run_file", tmp_path / "teacher.trec", depth=0)  # cranfield preset, other data
+    rerank.run_from_config(config, str(tmp_path / "out"))
+    saved = json.loads((tmp_path / "out" / "rerank-run_file-test.metrics.json").read_text())
+    assert saved["data"] == "beir" and saved["qrels"] == f"{tmp_path / 'beir'} [test]"

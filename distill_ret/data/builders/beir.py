@@ -19,5 +19,8 @@ class Beir(common.ArrayRecordBuilder):
 
 
 def configs(raw_dir: str, *, name: str = "") -> dict[str, common.PartConfig]:
-    """The two part configs for a BEIR directory; `name` defaults to the directory's name."""
-    return common.part_configs(common.PartConfig, common.default_name(raw_dir, name), raw_dir=str(raw_dir))
+    """The two part configs for a BEIR directory; `name` defaults to the directory's name and the fingerprint of
+    its files."""
+    fingerprint = common.inputs_fingerprint("beir", {}, raw_dir, common.beir_input_files(raw_dir))
+    base = common.variant_name([common.readable_name(raw_dir)], fingerprint, name)
+    return common.part_configs(common.PartConfig, base, fingerprint, raw_dir=str(raw_dir))

@@ -15,12 +15,25 @@ Schema (strings are TFDS `Text` features, which data sources return as UTF-8 `by
 
 Examples are written in generation order (shuffling disabled), so index i of the `corpus` split is the i-th
 document of the source. Builders never download: their raw files come from a directory in the builder config.
+
+A build is keyed by a fingerprint of its inputs (the path relative to the raw directory, size and SHA-256 of every
+file the builder reads) and options: the default variant name ends with it, so an edited input or another
+directory with the same base name gives another build, and identical inputs find their build again. The
+fingerprint is also recorded as the builder config's description (`configDescription` in `dataset_info.json`),
+which is how a build with a user-chosen name is checked against its inputs.
 """
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import functools
+import hashlib
+import io
 import itertools
+import json
+import logging
+import os
 import pathlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,6 +48,8 @@ CORPUS_SPLIT = "corpus"
 # Separates passage segments inside a long document's text.
 PASSAGE_SEPARATOR = "\n\n"
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+FINGERPRINT_PREFIX = "inputs fingerprint "
+FINGERPRINT_CHARS = 12  # hex characters of the fingerprint in a default variant name
 
 
 def corpus_features(*, with_passages: bool = False) -> tfds.features.FeaturesDict:
@@ -135,12 +150,31 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         """Split name -> (key, example) iterator for the configured part."""
 
 
-def prepare(builder: ArrayRecordBuilder) -> pathlib.Path:
-    """Builds `builder` unless its output directory already exists (TFDS makes that a no-op); returns it."""
+def _is_not_tfds_chatter(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_tfds() -> Iterator[None]:
+    """Hides TFDS's "Using custom data configuration" warnings and its "Downloading and preparing dataset" prints
+    (nothing is downloaded); the build mode prints its own summary instead."""
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_is_not_tfds_chatter)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logger.removeFilter(_is_not_tfds_chatter)
+
+
+def prepare(builder_cls: type[ArrayRecordBuilder], config: PartConfig, data_dir: str | os.PathLike) -> pathlib.Path:
+    """Builds one part under `data_dir` unless it exists there (TFDS makes that a no-op); returns its directory."""
     tfds.disable_progress_bar()
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=builder.builder_config.raw_dir or None)
-    )
+    with quiet_tfds():
+        builder = builder_cls(config=config, data_dir=str(data_dir))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=config.raw_dir or None)
+        )
     return pathlib.Path(str(builder.data_dir))
 
 
@@ -177,14 +211,65 @@ def config_name(*parts: str) -> str:
     return "_".join(re.sub(r"[^a-z0-9]+", "_", str(part).lower()).strip("_") or "x" for part in parts)
 
 
-def default_name(raw_dir: str | pathlib.Path, name: str = "") -> str:
-    """`name`, or else the raw directory's name, as a config name."""
-    return config_name(name or pathlib.Path(raw_dir).resolve().name)
+@functools.lru_cache(maxsize=4096)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes (cached per path, size and modification time within one process)."""
+    del size, mtime_ns  # cache key only
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def part_configs(config_cls: type[PartConfig], base_name: str, **options) -> dict[str, PartConfig]:
-    """part -> config named `<base_name>_<part>`, both with the same options."""
-    return {part: config_cls(name=f"{base_name}_{part}", part=part, **options) for part in PARTS}
+def inputs_fingerprint(builder: str, options: Mapping, root: str | pathlib.Path, files: Iterable[pathlib.Path]) -> str:
+    """SHA-256 over the builder, the schema version, its options and, for every input file, its path relative to
+    `root`, its size and the SHA-256 of its contents."""
+    digest = hashlib.sha256(json.dumps({"builder": builder, "version": VERSION, "options": options}, sort_keys=True,
+                                       default=list).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"\n{path.relative_to(root)}\t{stat.st_size}\t".encode())
+        digest.update(_content_digest(str(path), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+def variant_name(readable: Sequence[str], fingerprint: str, name: str = "") -> str:
+    """`name` when the user chose one, else the readable parts followed by the fingerprint's first characters."""
+    return name or config_name(*readable, fingerprint[:FINGERPRINT_CHARS])
+
+
+def readable_name(raw_dir: str | pathlib.Path) -> str:
+    """The raw directory's own name, as a config name (the start of a default variant name)."""
+    return config_name(pathlib.Path(raw_dir).resolve().name)
+
+
+def part_configs(config_cls: type[PartConfig], base_name: str, fingerprint: str, **options) -> dict[str, PartConfig]:
+    """part -> config named `<base_name>_<part>`, both with the same options and the inputs' fingerprint."""
+    return {
+        part: config_cls(name=f"{base_name}_{part}", part=part, description=f"{FINGERPRINT_PREFIX}{fingerprint}",
+                         **options)
+        for part in PARTS
+    }
+
+
+def built_fingerprint(part_dir: str | pathlib.Path) -> str | None:
+    """The inputs fingerprint a built part records, or None (no build there, or one without a fingerprint)."""
+    try:
+        info = json.loads((pathlib.Path(part_dir) / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    description = info.get("configDescription", "") if isinstance(info, dict) else ""
+    return description.removeprefix(FINGERPRINT_PREFIX) if description.startswith(FINGERPRINT_PREFIX) else None
+
+
+def beir_input_files(raw_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """The files `formats.read_beir` reads from a BEIR directory (those present)."""
+    raw_dir = pathlib.Path(raw_dir)
+    candidates = [raw_dir / "corpus.jsonl", raw_dir / "queries.jsonl", *sorted((raw_dir / "qrels").glob("*.tsv"))]
+    return [path for path in candidates if path.is_file()]
+
+
+def matching_files(raw_dir: str | pathlib.Path, pattern: re.Pattern) -> list[pathlib.Path]:
+    """The regular files directly in `raw_dir` whose names match `pattern`, sorted by name."""
+    return sorted(path for path in pathlib.Path(raw_dir).iterdir() if pattern.fullmatch(path.name) and path.is_file())
 
 
 def corpus_examples_from(documents: Iterable[Document]) -> Iterator[tuple[int, dict]]:

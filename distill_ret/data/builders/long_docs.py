@@ -74,7 +74,10 @@ class LongDocs(common.ArrayRecordBuilder):
 def configs(
     raw_dir: str, *, min_passages: int = 4, max_passages: int = 8, seed: int = 0, name: str = ""
 ) -> dict[str, LongDocsConfig]:
-    """The two part configs; the name records the source directory, the group sizes and the seed."""
-    base = common.config_name(common.default_name(raw_dir, name), f"p{min_passages}to{max_passages}", f"seed{seed}")
-    options = dict(raw_dir=str(raw_dir), min_passages=min_passages, max_passages=max_passages, seed=seed)
-    return common.part_configs(LongDocsConfig, base, **options)
+    """The two part configs; the default name records the source directory, the group sizes, the seed and the
+    fingerprint of the files and options."""
+    options = dict(min_passages=min_passages, max_passages=max_passages, seed=seed)
+    fingerprint = common.inputs_fingerprint("long_docs", options, raw_dir, common.beir_input_files(raw_dir))
+    readable = [common.readable_name(raw_dir), f"p{min_passages}to{max_passages}", f"seed{seed}"]
+    base = common.variant_name(readable, fingerprint, name)
+    return common.part_configs(LongDocsConfig, base, fingerprint, raw_dir=str(raw_dir), **options)

@@ -13,6 +13,7 @@ from distill_ret.data import formats
 from distill_ret.data.builders import common, msmarco_passage
 
 QRELS_PATTERN = re.compile(r"msmarco-doc(.+)-qrels\.tsv(?:\.gz)?")
+INPUT_PATTERN = re.compile(r"msmarco-doc(?:s|.+-queries|.+-qrels)\.tsv(?:\.gz)?")  # the files read
 
 
 class MsmarcoDoc(common.ArrayRecordBuilder):
@@ -33,5 +34,7 @@ class MsmarcoDoc(common.ArrayRecordBuilder):
 
 
 def configs(raw_dir: str, *, name: str = "") -> dict[str, common.PartConfig]:
-    """The two part configs; `name` defaults to the raw directory's name."""
-    return common.part_configs(common.PartConfig, common.default_name(raw_dir, name), raw_dir=str(raw_dir))
+    """The two part configs; `name` defaults to the raw directory's name and the fingerprint of its files."""
+    fingerprint = common.inputs_fingerprint("msmarco_doc", {}, raw_dir, common.matching_files(raw_dir, INPUT_PATTERN))
+    base = common.variant_name([common.readable_name(raw_dir)], fingerprint, name)
+    return common.part_configs(common.PartConfig, base, fingerprint, raw_dir=str(raw_dir))

@@ -14,6 +14,7 @@ from distill_ret.data import formats
 from distill_ret.data.builders import common
 
 QRELS_PATTERN = re.compile(r"qrels\.(.+)\.tsv(?:\.gz)?")
+INPUT_PATTERN = re.compile(r"(?:collection|queries\..+|qrels\..+)\.tsv(?:\.gz)?")  # the files read
 
 
 def split_examples(raw_dir: str, queries_name: str, qrels_name: str):
@@ -39,5 +40,7 @@ class MsmarcoPassage(common.ArrayRecordBuilder):
 
 
 def configs(raw_dir: str, *, name: str = "") -> dict[str, common.PartConfig]:
-    """The two part configs; `name` defaults to the raw directory's name."""
-    return common.part_configs(common.PartConfig, common.default_name(raw_dir, name), raw_dir=str(raw_dir))
+    """The two part configs; `name` defaults to the raw directory's name and the fingerprint of its files."""
+    fingerprint = common.inputs_fingerprint("msmarco_passage", {}, raw_dir, common.matching_files(raw_dir, INPUT_PATTERN))
+    base = common.variant_name([common.readable_name(raw_dir)], fingerprint, name)
+    return common.part_configs(common.PartConfig, base, fingerprint, raw_dir=str(raw_dir))

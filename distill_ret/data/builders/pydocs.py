@@ -148,8 +148,11 @@ def collect(
 
 
 @functools.lru_cache(maxsize=2)
-def _collect_once(root: pathlib.Path, packages: tuple[str, ...], dev_fraction: float, test_fraction: float) -> PydocsCorpus:
-    """`collect`, cached so that building the corpus and the queries parts parses the sources once."""
+def _collect_once(
+    root: pathlib.Path, packages: tuple[str, ...], dev_fraction: float, test_fraction: float, fingerprint: str
+) -> PydocsCorpus:
+    """`collect`, cached (per fingerprint of the sources) so that building both parts parses the sources once."""
+    del fingerprint  # cache key only: edited sources are parsed again
     return collect(root, packages, dev_fraction, test_fraction)
 
 
@@ -165,7 +168,9 @@ class Pydocs(common.ArrayRecordBuilder):
 
     def _part_splits(self):
         config = self.builder_config
-        corpus = _collect_once(pathlib.Path(config.raw_dir), config.packages, config.dev_fraction, config.test_fraction)
+        corpus = _collect_once(
+            pathlib.Path(config.raw_dir), config.packages, config.dev_fraction, config.test_fraction, config.description
+        )
         if config.part == "corpus":
             return {common.CORPUS_SPLIT: common.long_document_examples(corpus.documents)}
         owner = {span.passage_id: doc.doc_id for doc in corpus.documents for span in doc.passages}
@@ -184,14 +189,15 @@ def configs(
 ) -> dict[str, PydocsConfig]:
     """The two part configs; `raw_dir` defaults to this interpreter's stdlib directory.
 
-    The default name records the Python version, the package subset and the split fractions.
+    The default name records the Python version, the package subset, the split fractions and the fingerprint of
+    the source files read (their relative paths, sizes and contents) and the options.
     """
+    root = pathlib.Path(raw_dir or stdlib_dir())
     packages = tuple(sorted(packages))
+    options = dict(packages=packages, dev_fraction=dev_fraction, test_fraction=test_fraction)
+    fingerprint = common.inputs_fingerprint("pydocs", options, root, [path for _, path in source_files(root, packages)])
     subset = "_".join(packages) if len(packages) <= 4 else hashlib.sha256(" ".join(packages).encode()).hexdigest()[:10]
-    base = name or common.config_name(
-        f"py{sys.version_info.major}{sys.version_info.minor}", subset or "stdlib", f"dev{dev_fraction}", f"test{test_fraction}"
-    )
-    options = dict(
-        raw_dir=str(raw_dir or stdlib_dir()), packages=packages, dev_fraction=dev_fraction, test_fraction=test_fraction
-    )
-    return common.part_configs(PydocsConfig, base, **options)
+    readable = [f"py{sys.version_info.major}{sys.version_info.minor}", subset or "stdlib", f"dev{dev_fraction}",
+                f"test{test_fraction}"]
+    base = common.variant_name(readable, fingerprint, name)
+    return common.part_configs(PydocsConfig, base, fingerprint, raw_dir=str(root), **options)
