@@ -1,0 +1,1 @@
+"""DGR: distillation-enhanced generative retrieval (identifier tries, constrained beam search, training tasks)."""
