@@ -4,6 +4,7 @@ saves and exits 0; an interrupted (temporary) save is never what gets restored.
 The runs are `distill-ret train` subprocesses on the tiny T5 toy task with dropout (so the RNG must resume too);
 the uninterrupted reference runs in this process with the same 8 fake devices.
 """
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 import training_helpers
+from distill_ret.errors import ConfigError
 from distill_ret.training import checkpointing, trainer
 from training_helpers import REPO_ROOT, TINY_T5, train_command, train_records
 
@@ -73,6 +75,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert len(steps) == 1 and 3 <= steps[0] < 100_000
     assert train_records(tmp_path)[-1]["step"] == steps[0]  # the checkpoint is at the last step that ran
     assert "preemption notice: saved the checkpoint" in stderr
+    orbax_info = [line for line in stderr.splitlines() if line.startswith("I") and "checkpoint" in line]
+    assert not orbax_info, orbax_info[:3]  # orbax's INFO lines stay out of the progress bar
 
 
 def test_an_unfinished_save_is_ignored(tmp_path):
@@ -88,3 +92,33 @@ def test_an_unfinished_save_is_ignored(tmp_path):
     assert data_state == {"next_index": 2} and restored["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert reopened.saved_config(2) == {"task": "x"}
     reopened.close()
+
+
+def test_a_save_without_the_best_metric_carries_no_metrics_and_reading_is_quiet(tmp_path, caplog):
+    store = checkpointing.CheckpointStore(tmp_path / "checkpoints", keep=1, async_save=False,
+                                          best_metric="dev/loss", best_mode="min")
+    config = {"task": "x", "checkpoint": {"best_metric": "dev/loss", "best_mode": "min"}}
+    record = {"config": {"model_type": "t5", "d_model": 4}, "head": "t5", "tokenizer_dir": "", "options": {}}
+    for step, metrics in [(2, {"dev/loss": 1.0}), (4, {"dev/loss": 0.5}), (5, {"other/loss": 0.1}), (6, None)]:
+        store.save(step, {"params": {"w": jnp.full(2, float(step))}}, {"next_index": step}, config, model=record,
+                   metrics=metrics)
+    assert store.all_steps() == [4, 6] and store.best_step() == 4  # 5 and 6 carry no dev/loss: never "best"
+    store.close()
+    with caplog.at_level(logging.INFO):
+        best = checkpointing.read_run_checkpoint(tmp_path, "best")
+        latest = checkpointing.read_run_checkpoint(tmp_path, "latest")
+    assert (best.step, best.params["w"].tolist(), best.model) == (4, [4.0, 4.0], record)
+    assert latest.step == 6 and latest.job_config == config
+    orbax_records = [r for r in caplog.records if "/orbax/" in r.pathname]
+    assert not orbax_records, [r.getMessage() for r in orbax_records][:3]  # no read-only or skipped-item warnings
+    assert checkpointing.read_run_record(tmp_path, 4) == (4, config, record)
+    with pytest.raises(ConfigError, match=r"step=5 is not in .*saved steps: \[4, 6\]"):
+        checkpointing.read_run_checkpoint(tmp_path, 5)
+
+
+def test_a_checkpoint_without_a_model_record_reads_as_none(tmp_path):
+    store = checkpointing.CheckpointStore(tmp_path / "checkpoints", keep=1, async_save=False)
+    store.save(1, {"params": {"w": jnp.zeros(1)}}, {"next_index": 1}, {"task": "x"})
+    store.close()
+    checkpoint = checkpointing.read_run_checkpoint(tmp_path)
+    assert checkpoint.model is None and checkpoint.step == 1

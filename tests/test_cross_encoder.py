@@ -11,18 +11,21 @@ import numpy as np
 import pytest
 
 from configs import cross_encoder as cross_encoder_config
+from distill_ret import losses
 from distill_ret.data import formats
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import cross_encoder_task
 from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, cross_encoder_scores
-from distill_ret.training import checkpointing, trainer
+from distill_ret.training import checkpointing, evaluators, partitioning, trainer
+from distill_ret.training import metrics as metrics_lib
 from distill_ret.training.tasks import Task
 from tests.teacher_helpers import QRELS, write_beir, write_tokenizer
 
 
 def test_group_softmax_cross_entropy_hand_computed():
     scores = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
-    loss, accuracy = cross_encoder_task.group_softmax_cross_entropy(scores)
+    loss, accuracy = (losses.mean(losses.group_softmax_cross_entropy(scores)),
+                      losses.mean(losses.group_accuracy(scores)))
     first = math.log(1 + math.exp(-1) + math.exp(-2))  # -log softmax(2, 1, 0)[0]
     second = math.log(2 + math.exp(3))  # -log softmax(0, 0, 3)[0]
     np.testing.assert_allclose(float(loss), (first + second) / 2, rtol=1e-6)
@@ -32,13 +35,13 @@ def test_group_softmax_cross_entropy_hand_computed():
 def test_group_distillation_loss_hand_computed():
     # guide [0, 0] -> (1/2, 1/2); model [ln 3, 0] -> (3/4, 1/4): KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)
     scores, guide = jnp.array([[math.log(3.0), 0.0]]), jnp.array([[0.0, 0.0]])
-    np.testing.assert_allclose(float(cross_encoder_task.group_distillation_loss(scores, guide, 1.0)),
+    np.testing.assert_allclose(float(losses.mean(losses.group_distillation_loss(scores, guide, 1.0))),
                                0.5 * math.log(4 / 3), rtol=1e-6)
     # temperature 0.5 doubles the guide logits: guide [ln 3 / 2, 0] -> (3/4, 1/4) matches the model exactly
     guide = jnp.array([[math.log(3.0) / 2, 0.0]])
-    assert abs(float(cross_encoder_task.group_distillation_loss(scores, guide, 0.5))) < 1e-6
-    two = cross_encoder_task.group_distillation_loss(jnp.array([[0.0, 0.0], [math.log(3.0), 0.0]]),
-                                                     jnp.array([[math.log(3.0), 0.0], [0.0, 0.0]]), 1.0)
+    assert abs(float(losses.mean(losses.group_distillation_loss(scores, guide, 0.5)))) < 1e-6
+    two = losses.mean(losses.group_distillation_loss(jnp.array([[0.0, 0.0], [math.log(3.0), 0.0]]),
+                                                     jnp.array([[math.log(3.0), 0.0], [0.0, 0.0]]), 1.0))
     kl_first = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # guide (3/4, 1/4), model (1/2, 1/2)
     np.testing.assert_allclose(float(two), (kl_first + 0.5 * math.log(4 / 3)) / 2, rtol=1e-6)
 
@@ -124,7 +127,7 @@ def fit_fixed_batch(task, batch, metric, steps=25):
     values = []
     for _ in range(steps):
         state, metrics = step(state, batch, None)
-        values.append(float(metrics[metric]))
+        values.append(metrics_lib.ratio(jax.device_get(metrics[metric])))
     return values
 
 
@@ -136,30 +139,34 @@ def test_the_train_step_lowers_the_loss_on_a_fixed_batch(fixture_dirs):
 
 
 def test_train_mode_evaluates_on_dev_and_reloads_the_best_checkpoint_as_a_teacher(fixture_dirs, tmp_path):
-    config = tiny_config(fixture_dirs, num_steps=4, eval_every=2)
-    config.checkpoint.every, config.checkpoint.best_metric = 2, "nDCG@10"
+    config = tiny_config(fixture_dirs, num_steps=4)
+    config.evals.dev.every, config.checkpoint.every, config.checkpoint.best_metric = 2, 2, "dev/nDCG@10"
     task = cross_encoder_task.build_task(config)
     trainer.train(task, config, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in records if r["split"] == "eval"]
-    assert [r["step"] for r in dev] == [2, 4] and all(0.0 <= r["nDCG@10"] <= 1.0 for r in dev)
+    assert [r["step"] for r in dev] == [2, 4] and all(0.0 <= r["dev/nDCG@10"] <= 1.0 for r in dev)
 
-    step, saved, params = checkpointing.read_run_checkpoint(tmp_path)
-    by_step = {r["step"]: r["nDCG@10"] for r in dev}
+    checkpoint = checkpointing.read_run_checkpoint(tmp_path)
+    step, saved, params = checkpoint.step, checkpoint.job_config, checkpoint.params
+    assert checkpoint.model == task.model.to_dict()  # the record travels with the weights
+    by_step = {r["step"]: r["dev/nDCG@10"] for r in dev}
     assert by_step[step] == max(by_step.values()) and saved["task"] == "cross_encoder"  # the best dev checkpoint
     best = step
     teacher = CrossEncoderTeacher.from_checkpoint(tmp_path, batch_size=8, show_progress=False)
     assert teacher.checkpoint_step == best and teacher.scorer.max_length == 32
     queries, passages = ["wing lift", "shock wave"], ["wing lift drag", "slab heat"]
-    direct = task.host_eval.scorer.score_pairs(task.host_eval.scorer.replicate(params), queries, passages)
+    mesh = partitioning.create_mesh({"data": -1, "fsdp": 1, "model": 1})
+    reranking = evaluators.build_evaluators(config, task, mesh)[0].evaluate  # the trainer's dev evaluator
+    direct = reranking.scorer(mesh).score_pairs(reranking.scorer(mesh).replicate(params), queries, passages)
     np.testing.assert_allclose(teacher.score_pairs(queries, passages), direct, atol=1e-6)
     # The dev metric the trainer logged is what distill_ret.evaluation gives for the teacher's rerank of BM25.
     from distill_ret import evaluation
     from distill_ret.teachers import rerank_run
     dataset = formats.read_beir(config.data.beir_dir)
-    run = rerank_run(teacher, task.host_eval.candidates, dataset.queries, dataset.corpus)
+    run = rerank_run(teacher, reranking.candidates, dataset.queries, dataset.corpus)
     expected = evaluation.evaluate(run, dataset.qrels["dev"], ["nDCG@10"]).aggregate["nDCG@10"]
-    assert math.isclose([r for r in dev if r["step"] == best][0]["nDCG@10"], expected, abs_tol=1e-6)
+    assert math.isclose([r for r in dev if r["step"] == best][0]["dev/nDCG@10"], expected, abs_tol=1e-6)
 
 
 def _leaf_digests(tree):
@@ -171,6 +178,7 @@ def test_a_student_trained_against_a_frozen_teacher_never_checkpoints_it(fixture
     """Distillation: a student cross-encoder regresses a frozen teacher's scores; the trainer passes the teacher
     as `frozen`, so the saved state holds only the student (and its optimizer moments)."""
     config = tiny_config(fixture_dirs, num_steps=2)
+    config.evals.dev.every = 0  # this hand-made task supplies no evaluator inputs
     base = cross_encoder_task.build_task(config)
     model = CrossEncoder(cross_encoder_task.model_config(config, base.train_source._tokenizer))
     teacher_params = jax.tree.map(np.asarray, nn.unbox(jax.jit(base.init_params)(jax.random.PRNGKey(42))))
@@ -185,7 +193,7 @@ def test_a_student_trained_against_a_frozen_teacher_never_checkpoints_it(fixture
     task = Task(init_params=base.init_params, loss_fn=loss_fn, train_source=base.train_source,
                 collate=base.collate, frozen=teacher_params)
     state = trainer.train(task, config, tmp_path)
-    _, _, saved_params = checkpointing.read_run_checkpoint(tmp_path)
+    saved_params = checkpointing.read_run_checkpoint(tmp_path).params
     student_structure = jax.tree.structure(jax.tree.map(np.asarray, state.params))
     assert jax.tree.structure(saved_params) == student_structure
     import orbax.checkpoint as ocp
@@ -227,7 +235,8 @@ def test_a_guide_scores_every_group_in_model_order_and_joins_the_loss(fixture_di
 
     params = nn.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0)))
     loss, metrics = task.loss_fn(params, batch, jax.random.PRNGKey(1))
-    np.testing.assert_allclose(float(loss), float(metrics["guide_kl"]), rtol=1e-6)  # weight 1: the KL alone
+    np.testing.assert_allclose(float(losses.mean(loss)), float(losses.mean(metrics["guide_kl"])),
+                               rtol=1e-6)  # weight 1: the KL alone
     kls = fit_fixed_batch(task, batch, "guide_kl")
     assert np.mean(kls[-3:]) < 0.5 * kls[0], kls
 

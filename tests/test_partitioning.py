@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import BiEncoder
 from distill_ret.training import partitioning, reverse_task, state as state_lib, trainer
+from distill_ret.training import metrics as metrics_lib
 from distill_ret.training.tasks import Task
 import training_helpers
 
@@ -93,7 +94,8 @@ def one_step(task: Task, batch: dict, sizes: dict, rules: str, initial=None, dev
     with partitioning.sharding_context(mesh, rule_set):
         new_state, metrics = step(state, partitioning.host_to_global(batch, mesh, batch_size), frozen)
     param_shardings = jax.tree.map(lambda leaf: leaf.sharding, new_state.params)
-    return initial, jax.device_get(new_state), jax.device_get(metrics), param_shardings
+    host_metrics = {name: metrics_lib.ratio(pair) for name, pair in jax.device_get(metrics).items()}  # sum / count
+    return initial, jax.device_get(new_state), host_metrics, param_shardings
 
 
 def assert_trees_close(actual, expected, atol):
@@ -152,7 +154,7 @@ def _t5_task():
         "model": {"vocab_size": 32, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1,
                   "num_heads": 4, "relative_attention_num_buckets": 8, "relative_attention_max_distance": 16,
                   "dropout_rate": 0.1, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
-                  "dtype": "float32"},
+                  "dtype": "float32", "init_from": "", "init_step": "best"},
         "data": {"seed": 0, "vocab_size": 32, "min_length": 2, "max_length": 7, "num_train": 64, "num_eval": 16},
     })
     return reverse_task.build_task(config)

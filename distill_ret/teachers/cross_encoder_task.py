@@ -16,54 +16,42 @@ Guide (optional, `config.guide.kind`): a frozen teacher (dense bi-encoder, run f
 `(1 - guide.weight) * cross-entropy + guide.weight * KL(softmax(guide scores / guide.temperature) || softmax(scores))`,
 so the model learns the guide's ordering of the negatives too, not only which passage is the positive.
 
-Initialisation: `model.init_from` names a local Hugging Face directory (a BertModel such as MiniLM, or a
-BertForSequenceClassification); its encoder and pooler are loaded and the classifier starts from N(0, 0.02) unless
-the directory has one. With `model.init_from = ""` the model is a random BERT of the `model` fields (tiny tests).
+Initialisation (`training.state.init_from_source`): `model.init_from` names a local Hugging Face directory (a
+BertModel such as MiniLM, or a BertForSequenceClassification; its encoder and pooler are loaded and the classifier
+starts from N(0, 0.02) unless the directory has one) or an earlier cross_encoder run's workdir (its
+`model.init_step` checkpoint, every parameter; the architecture and tokenizer come from its model record). With
+`model.init_from = ""` the model is a random BERT of the `model` fields (tiny tests).
 
-Dev evaluation (early stopping): the current parameters rerank BM25's top `eval.rerank_depth` of the dev split's
-queries and `distill_ret.evaluation` scores that run; with `checkpoint.best_metric = "nDCG@10"` and
-`checkpoint.best_mode = "max"` the checkpoint manager keeps the best steps by dev nDCG@10.
+Dev evaluation (early stopping): evaluator kind "rerank" (`config.evals.<name>`, `build_rerank_evaluator`): the
+current parameters rerank BM25's top `depth` of a split's queries and `distill_ret.evaluation` scores that run;
+with `checkpoint.best_metric = "dev/nDCG@10"` and `checkpoint.best_mode = "max"` the checkpoint manager keeps the
+best steps by dev nDCG@10.
 """
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill_ret import bm25, evaluation
+from distill_ret import bm25, evaluation, losses
 from distill_ret.data import formats
 from distill_ret.errors import ConfigError
-from distill_ret.hf import core as hf_core
-from distill_ret.hf import import_from_hf
+from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import pairs
 from distill_ret.teachers.base import Teacher, TeacherQuery, rerank_run
-from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, PairScorer, load_tokenizer
+from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, PairScorer
 from distill_ret.teachers.loader import load_teacher
-from distill_ret.training.tasks import Task
+from distill_ret.training import evaluators, state
+from distill_ret.training.tasks import ModelRecord, Task
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def group_softmax_cross_entropy(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """scores [batch, group], positive in column 0 -> (mean cross-entropy, fraction of groups ranking it first)."""
-    scores = scores.astype(jnp.float32)
-    losses = -jax.nn.log_softmax(scores, axis=-1)[:, 0]  # [batch]
-    accuracy = jnp.mean((jnp.argmax(scores, axis=-1) == 0).astype(jnp.float32))
-    return jnp.mean(losses), accuracy
-
-
-def group_distillation_loss(scores: jax.Array, guide_scores: jax.Array, temperature: float) -> jax.Array:
-    """Mean over groups of KL(softmax(guide_scores / temperature) || softmax(scores)); both [batch, group]."""
-    log_target = jax.nn.log_softmax(guide_scores.astype(jnp.float32) / temperature, axis=-1)  # [batch, group]
-    log_model = jax.nn.log_softmax(scores.astype(jnp.float32), axis=-1)  # [batch, group]
-    return jnp.mean(jnp.sum(jnp.exp(log_target) * (log_target - log_model), axis=-1))
 
 
 def sample_negatives(
@@ -182,14 +170,14 @@ def collate(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarra
     return {name: np.stack([example[name] for example in examples]) for name in examples[0]}
 
 
-def model_config(config: Any, tokenizer) -> BertConfig:
-    """The BertConfig of `config.model`: read from `model.init_from`, or the random-init fields."""
+def model_config(config: Any, tokenizer, source: state.InitSource | None = None) -> BertConfig:
+    """The BertConfig: the init source's (a Hugging Face directory or an earlier run), or the random-init fields."""
     model = config.model
-    if model.init_from:
-        hf_config = hf_core.read_config(model.init_from)
-        if hf_config.get("model_type") != "bert":
-            raise ConfigError(f"config.model.init_from={model.init_from!r} is not a BERT checkpoint")
-        return BertConfig.from_hf(hf_config, dtype=model.dtype)
+    if source is not None:
+        if source.config.get("model_type") != "bert":
+            raise ConfigError(f"config.model.init_from={model.init_from!r} is not a BERT model "
+                              f"(model_type {source.config.get('model_type')!r})")
+        return BertConfig.from_hf(source.config, dtype=model.dtype)
     return BertConfig(
         vocab_size=len(tokenizer), hidden_size=model.hidden_size, num_hidden_layers=model.num_hidden_layers,
         num_attention_heads=model.num_attention_heads, intermediate_size=model.intermediate_size,
@@ -198,59 +186,78 @@ def model_config(config: Any, tokenizer) -> BertConfig:
     )
 
 
-def tokenizer_dir(config: Any) -> str:
-    """The tokenizer directory of a cross-encoder config: `model.tokenizer_dir`, else `model.init_from`."""
-    directory = config.model.tokenizer_dir or config.model.init_from
+def tokenizer_dir(config: Any, source: state.InitSource | None = None) -> str:
+    """The absolute tokenizer directory: `model.tokenizer_dir`, else the init source's tokenizer."""
+    directory = config.model.tokenizer_dir or (source.tokenizer_dir if source is not None else "")
     if not directory:
         raise ConfigError("set config.model.tokenizer_dir (or config.model.init_from): a local tokenizer directory")
-    return directory
+    return str(pathlib.Path(directory).absolute())
 
 
-def load_weights(boxed: Any, weights: Mapping[str, Any], source: str) -> Any:
-    """Boxed init params with the subtrees present in `weights` replaced by them (shapes checked)."""
-    boxed = dict(boxed)
-    for name in ("bert", "pooler", "classifier"):
-        if name not in weights:
-            continue
-
-        def replace(box, value, name=name):
-            target = box.value if isinstance(box, nn.Partitioned) else box
-            if tuple(target.shape) != tuple(np.shape(value)):
-                raise ConfigError(f"{source}: {name} weight of shape {np.shape(value)} where {target.shape} is expected")
-            value = jnp.asarray(value, target.dtype)
-            return box.replace_boxed(value) if isinstance(box, nn.Partitioned) else value
-
-        boxed[name] = jax.tree.map(replace, boxed[name], weights[name],
-                                   is_leaf=lambda node: isinstance(node, nn.Partitioned))
-    return boxed
+def model_record(bert_config: BertConfig, tokenizer_directory: str) -> ModelRecord:
+    """The record saved with every checkpoint: a one-label `BertForSequenceClassification` and its tokenizer."""
+    return ModelRecord(config=bert_config.to_hf().to_dict(), head="cross_encoder", tokenizer_dir=tokenizer_directory,
+                       options={"num_labels": 1})
 
 
-@dataclasses.dataclass
-class DevReranking:
-    """Reranks BM25's top `depth` of the dev queries with the current params and scores the run."""
+@dataclasses.dataclass(frozen=True)
+class RerankInputs:
+    """What evaluator kind "rerank" needs from the cross-encoder task: the data set, its BM25 index (first stage),
+    and how pairs are tokenised and scored."""
 
-    scorer: PairScorer
     dataset: formats.BeirDataset
-    split: str
-    candidates: dict[str, dict[str, float]]
-    measures: tuple[str, ...]
-    relevance_level: int
+    index: bm25.Bm25Index
+    tokenizer: Any
+    model_config: BertConfig
+    max_length: int
 
-    def __call__(self, params: Any) -> dict[str, float]:
-        teacher = _ParamsTeacher(self.scorer, params)
-        run = rerank_run(teacher, self.candidates, self.dataset.queries, self.dataset.corpus)
-        return evaluation.evaluate(run, self.dataset.qrels[self.split], self.measures,
+
+class DevReranking:
+    """Reranks BM25's top `depth` of a split's queries with the given params and scores the run with ir-measures.
+
+    The pair scorer is built (and compiles) once per mesh.
+    """
+
+    def __init__(self, inputs: RerankInputs, split: str, candidates: dict[str, dict[str, float]],
+                 measures: tuple[str, ...], relevance_level: int, batch_size: int, bucket_step: int):
+        self.inputs, self.split, self.candidates = inputs, split, candidates
+        self.measures, self.relevance_level = measures, relevance_level
+        self._batch_size, self._bucket_step = batch_size, bucket_step
+        self._scorers: dict[jax.sharding.Mesh, PairScorer] = {}
+
+    def scorer(self, mesh: jax.sharding.Mesh) -> PairScorer:
+        if mesh not in self._scorers:
+            self._scorers[mesh] = PairScorer(
+                self.inputs.model_config, self.inputs.tokenizer, max_length=self.inputs.max_length,
+                batch_size=self._batch_size, bucket_step=self._bucket_step, mesh=mesh, show_progress=False)
+        return self._scorers[mesh]
+
+    def __call__(self, params: Any, mesh: jax.sharding.Mesh) -> dict[str, float]:
+        dataset = self.inputs.dataset
+        teacher = CrossEncoderTeacher(self.scorer(mesh), params)
+        run = rerank_run(teacher, self.candidates, dataset.queries, dataset.corpus)
+        return evaluation.evaluate(run, dataset.qrels[self.split], self.measures,
                                    relevance_level=self.relevance_level).aggregate
 
 
-class _ParamsTeacher(CrossEncoderTeacher):
-    """The model being trained, seen as a teacher for one dev evaluation (no hashing, no copies)."""
-
-    def __init__(self, scorer: PairScorer, params: Any):
-        self.scorer, self.params = scorer, params
-
-    def fingerprint(self) -> dict[str, str]:
-        raise TypeError("the model under training has no fixed fingerprint")
+def build_rerank_evaluator(name: str, section: Any, inputs: RerankInputs, mesh: jax.sharding.Mesh
+                           ) -> evaluators.Evaluator:
+    """Evaluator kind "rerank": fields split, depth, measures, relevance_level, batch_size (pairs per scoring batch),
+    bucket_step (padded lengths are multiples of it)."""
+    prefix = f"config.evals.{name}"
+    dataset = inputs.dataset
+    split = section.get("split")
+    if split not in dataset.qrels:
+        raise ConfigError(f"{prefix}.split={split!r} has no qrels; splits: {sorted(dataset.qrels)}")
+    depth = evaluators.positive_field(name, section, "depth")
+    measures = evaluation.measures_from_config(section, prefix)
+    batch_size = evaluators.positive_field(name, section, "batch_size")
+    bucket_step = evaluators.positive_field(name, section, "bucket_step")
+    candidates = inputs.index.search({qid: dataset.queries[qid] for qid in dataset.qrels[split]}, depth)
+    reranking = DevReranking(inputs, split, candidates, measures, section.relevance_level, batch_size, bucket_step)
+    reranking.scorer(mesh)  # built now: a bad scorer option fails before training starts
+    return evaluators.Evaluator(name=name, every=evaluators.check_every(name, section), measures=measures,
+                                evaluate=reranking)
 
 
 def title_query_candidates(dataset: formats.BeirDataset, index: bm25.Bm25Index, data: Any) -> dict[str, list[str]]:
@@ -266,12 +273,14 @@ def build_task(config: Any) -> Task:
     if not data.beir_dir:
         raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
     dataset = formats.read_beir(data.beir_dir)
-    for split in (data.train_split, data.dev_split):
-        if split and split not in dataset.qrels:
-            raise ConfigError(f"split {split!r} has no qrels in {data.beir_dir}; splits: {sorted(dataset.qrels)}")
-    tokenizer = load_tokenizer(tokenizer_dir(config))
-    bert_config = model_config(config, tokenizer)
-    weights = import_from_hf(config.model.init_from)[1] if config.model.init_from else None
+    if data.train_split not in dataset.qrels:
+        raise ConfigError(f"config.data.train_split={data.train_split!r} has no qrels in {data.beir_dir}; splits: "
+                          f"{sorted(dataset.qrels)}")
+    init_source = state.read_init_source(config.model.init_from, config.model.init_step)
+    tokenizer_directory = tokenizer_dir(config, init_source)
+    tokenizer = load_tokenizer(tokenizer_directory)
+    bert_config = model_config(config, tokenizer, init_source)
+    record = model_record(bert_config, tokenizer_directory)
     model = CrossEncoder(bert_config)
 
     index = bm25.Bm25Index.build(dataset.corpus, bm25.params_from_config(config.bm25))
@@ -293,28 +302,23 @@ def build_task(config: Any) -> Task:
                               "config.data.title_queries=False or use a dense or cross_encoder guide")
         source = GuidedGroups(source, load_teacher(guide, name="guide"))
 
-    def init_params(rng: jax.Array) -> Any:
+    def random_init(rng: jax.Array) -> Any:
         ids = jnp.zeros((1, data.max_length), jnp.int32)  # [1, length]
-        boxed = model.init(rng, ids, jnp.ones_like(ids), ids)["params"]
-        return boxed if weights is None else load_weights(boxed, weights, config.model.init_from)
+        return model.init(rng, ids, jnp.ones_like(ids), ids)["params"]
 
     def loss_fn(params, batch, rng):
         batch_size, group, length = batch["input_ids"].shape
         flat = [batch[name].reshape(batch_size * group, length) for name in FEATURES]  # [batch * group, length] each
         scores = model.apply({"params": params}, *flat, deterministic=False, rngs={"dropout": rng})  # [b * g, 1]
         scores = scores.reshape(batch_size, group)  # [batch, group]
-        hard, accuracy = group_softmax_cross_entropy(scores)
+        hard = losses.group_softmax_cross_entropy(scores)  # (sum, count) over the groups
+        accuracy = losses.group_accuracy(scores)  # (sum, count) over the groups
         if not guide.kind:
             return hard, {"group_accuracy": accuracy}
-        soft = group_distillation_loss(scores, batch["guide_scores"], guide.temperature)
-        loss = (1.0 - guide.weight) * hard + guide.weight * soft
+        soft = losses.group_distillation_loss(scores, batch["guide_scores"], guide.temperature)  # the same count
+        loss = ((1.0 - guide.weight) * hard[0] + guide.weight * soft[0], hard[1])  # (sum, count)
         return loss, {"group_accuracy": accuracy, "hard_loss": hard, "guide_kl": soft}
 
-    host_eval = None
-    if data.dev_split:
-        dev_queries = {qid: dataset.queries[qid] for qid in dataset.qrels[data.dev_split]}
-        scorer = PairScorer(bert_config, tokenizer, max_length=data.max_length, batch_size=config.eval.score_batch_size,
-                            bucket_step=config.eval.bucket_step, show_progress=False)
-        host_eval = DevReranking(scorer, dataset, data.dev_split, index.search(dev_queries, config.eval.rerank_depth),
-                                 evaluation.measure_names(config.eval.measures), config.eval.relevance_level)
-    return Task(init_params=init_params, loss_fn=loss_fn, train_source=source, collate=collate, host_eval=host_eval)
+    rerank_inputs = RerankInputs(dataset, index, tokenizer, bert_config, data.max_length)
+    return Task(init_params=state.init_from_source(random_init, init_source, record), loss_fn=loss_fn,
+                train_source=source, collate=collate, model=record, eval_inputs={"rerank": rerank_inputs})

@@ -3,6 +3,8 @@
 Example i is generated from (data.seed, i) alone, so the data needs no files, is the same on every process and
 in every run, and any example can be read in O(1) by index (a random-access source for the grain pipeline).
 Token ids 0 (pad) and 1 (EOS) are reserved; inputs are `tokens + [EOS]`, targets `reversed(tokens) + [EOS]`.
+`model.init_from` (an earlier t5_reverse run or an HF T5 directory of the same architecture) starts the weights
+through `training.state.init_from_source`; evaluator kind "batches" reports EVAL_MEASURES on held-out sequences.
 """
 import functools
 from typing import Any
@@ -10,13 +12,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from distill_ret import losses
 from distill_ret.data import pipeline
+from distill_ret.errors import ConfigError
 from distill_ret.models.t5 import T5, T5Config, shift_right
-from distill_ret.training.tasks import Task
+from distill_ret.training import state
+from distill_ret.training.evaluators import BatchEvalInputs
+from distill_ret.training.tasks import ModelRecord, Task
 
 FIRST_TOKEN = 2  # ids below are pad (0) and EOS (1)
+INIT_FIELDS = ("init_from", "init_step")  # config.model fields that say where the weights start, not the architecture
+EVAL_MEASURES = ("loss", "token_accuracy", "sequence_accuracy")  # what eval_fn returns
 
 
 class ReverseSequences:
@@ -43,31 +50,23 @@ class ReverseSequences:
         return {"inputs": np.concatenate([tokens, eos]), "targets": np.concatenate([tokens[::-1], eos])}
 
 
-def token_cross_entropy(logits: jax.Array, targets: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(mean NLL over non-pad targets, token accuracy, fraction of sequences fully correct); float32."""
-    logits = logits.astype(jnp.float32)  # [batch, length, vocab]
-    weights = (targets != pad_id).astype(jnp.float32)  # [batch, length]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [batch, length]
-    num_tokens = jnp.maximum(weights.sum(), 1.0)
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32) * weights  # [batch, length]
-    sequence_correct = jnp.all((correct == weights), axis=-1).astype(jnp.float32)  # [batch]
-    return (nll * weights).sum() / num_tokens, correct.sum() / num_tokens, sequence_correct.mean()
-
-
 def build_task(config: Any) -> Task:
     """The reverse-sequences Task from a configs/t5_seq2seq.py config."""
-    model_config = T5Config(**config.model.to_dict())
+    model_config = T5Config(**{name: value for name, value in config.model.items() if name not in INIT_FIELDS})
     model = T5(model_config)
+    record = ModelRecord(config=model_config.to_hf().to_dict(), head="t5")
+    init_source = state.read_init_source(config.model.init_from, config.model.init_step)
     data = config.data
     length = data.max_length + 1
     if data.vocab_size > model_config.vocab_size:
-        raise ValueError(f"data.vocab_size={data.vocab_size} exceeds model.vocab_size={model_config.vocab_size}")
+        raise ConfigError(f"config.data.vocab_size={data.vocab_size} exceeds "
+                          f"config.model.vocab_size={model_config.vocab_size}")
     source = functools.partial(
         ReverseSequences, vocab_size=data.vocab_size, min_length=data.min_length, max_length=data.max_length,
         eos_id=model_config.eos_token_id,
     )
 
-    def init_params(rng: jax.Array) -> Any:
+    def random_init(rng: jax.Array) -> Any:
         ids = jnp.ones((1, length), jnp.int32)  # [1, length]
         return model.init(rng, ids, ids)["params"]
 
@@ -79,22 +78,29 @@ def build_task(config: Any) -> Task:
         )  # [batch, length, vocab]
 
     def loss_fn(params, batch, rng):
-        loss, accuracy, _ = token_cross_entropy(forward(params, batch, rng), batch["targets"], model_config.pad_token_id)
-        return loss, {"token_accuracy": accuracy}
+        logits = forward(params, batch, rng)  # [batch, length, vocab]
+        mask = batch["targets"] != model_config.pad_token_id  # [batch, length]
+        loss = losses.token_cross_entropy(logits, batch["targets"], mask)  # (sum, count) over target tokens
+        return loss, {"token_accuracy": losses.token_accuracy(logits, batch["targets"], mask)}
 
     def eval_fn(params, batch):
-        loss, accuracy, sequence_accuracy = token_cross_entropy(
-            forward(params, batch, None), batch["targets"], model_config.pad_token_id,
-        )
-        return {"loss": loss, "token_accuracy": accuracy, "sequence_accuracy": sequence_accuracy}
+        logits = forward(params, batch, None)  # [batch, length, vocab]
+        mask = batch["targets"] != model_config.pad_token_id  # [batch, length]
+        return {
+            "loss": losses.token_cross_entropy(logits, batch["targets"], mask),
+            "token_accuracy": losses.token_accuracy(logits, batch["targets"], mask),
+            "sequence_accuracy": losses.sequence_accuracy(logits, batch["targets"], mask),
+        }
 
+    collate = functools.partial(
+        pipeline.pad_and_stack, lengths={"inputs": length, "targets": length}, pad_value=model_config.pad_token_id,
+    )
     return Task(
-        init_params=init_params,
+        init_params=state.init_from_source(random_init, init_source, record),
         loss_fn=loss_fn,
         train_source=source(seed=data.seed, size=data.num_train),
-        collate=functools.partial(
-            pipeline.pad_and_stack, lengths={"inputs": length, "targets": length}, pad_value=model_config.pad_token_id,
-        ),
-        eval_fn=eval_fn,
-        eval_source=source(seed=data.seed + 1, size=data.num_eval),
+        collate=collate,
+        model=record,
+        eval_inputs={"batches": BatchEvalInputs(eval_fn, EVAL_MEASURES, source(seed=data.seed + 1, size=data.num_eval),
+                                                collate)},
     )

@@ -3,19 +3,25 @@
 Train step. `jax.jit` with explicit in/out shardings and the state donated. Gradient accumulation is a
 `lax.scan` over `train.grad_accum_steps` micro-batches inside the step (not optax.MultiSteps): one call = one
 optimizer update on the whole global batch, so step numbers, the schedule and checkpoints count updates. Micro-
-batch j takes rows j, j+k, j+2k, ... of the global batch, so every device works on every micro-batch. The
-micro-batch losses are averaged with equal weights (the gradient is the mean of the micro-batch gradients, equal
-to the full-batch gradient of a loss that is a mean over examples). The step's RNG is fold_in(state.rng, step)
-(and the micro-batch index), so a resumed run draws the same dropout masks as an uninterrupted one.
+batch j takes rows j, j+k, j+2k, ... of the global batch, so every device works on every micro-batch. The loss is
+a `(sum, count)` pair (a scalar loss counts 1 per micro-batch): sums, counts and the gradients of the sums are added
+over the micro-batches and the gradient is divided by the total count once, so accumulating a token-weighted loss
+gives exactly the big batch's gradient. Every metric leaves the step as a (sum, count) pair (`training.metrics`).
+The step's RNG is fold_in(state.rng, step) (and the micro-batch index), so a resumed run draws the same dropout
+masks as an uninterrupted one.
 
-Loop. Each global batch comes from the grain pipeline (this process's rows) and becomes one global array. Step
-metrics stay on the device until a log, eval or save step; then all of them since the last check are fetched and
-the loss and gradient norm checked: a non-finite value stops the run (TrainingDiverged) before anything is saved,
-so the last checkpoint is a good one. SIGTERM (or, multi-host, the preemption sync point) saves a checkpoint at the
-current step and returns normally. Restarting in the same workdir restores the latest complete checkpoint
-(state and data-iterator position) after checking that the config is compatible.
+Loop. Before anything is written, the config values, the workdir, the evaluators and the best metric are checked
+(ConfigError naming the field). Each global batch comes from the grain pipeline (this process's rows) and becomes
+one global array. Step metrics stay on the device until a log, eval or save step; then all of them since the last
+check are fetched and the loss and gradient norm checked: a non-finite value stops the run (TrainingDiverged)
+before anything is saved, so the last checkpoint is a good one. Named evaluators (`training.evaluators`) run at
+their own `every`; a checkpoint carries only the metrics evaluated at its own step. SIGTERM (or, multi-host, the
+preemption sync point) saves a checkpoint at the current step and returns normally. Restarting in the same workdir
+restores the latest complete checkpoint (state and data-iterator position) after checking that the config is
+compatible.
 """
 import logging as std_logging
+import os
 import pathlib
 import signal
 import threading
@@ -30,9 +36,10 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_ret import distributed
-from distill_ret.errors import ConfigError
 from distill_ret.data import pipeline
+from distill_ret.errors import ConfigError, UserError
 from distill_ret.training import checkpointing, partitioning
+from distill_ret.training import evaluators as evaluators_lib
 from distill_ret.training import metrics as metrics_lib
 from distill_ret.training import state as state_lib
 from distill_ret.training.state import TrainState
@@ -42,44 +49,51 @@ from distill_ret.training.tasks import Batch, Metrics, Task, build_task
 GUARDED_METRICS = ("loss", "grad_norm")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss or gradient norm became NaN or infinite; nothing from that step on was saved."""
 
 
 def make_train_step(
-    loss_fn: Callable[..., tuple[jax.Array, Metrics]],
+    loss_fn: Callable[..., tuple[Any, Metrics]],
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     *,
     grad_accum_steps: int = 1,
     micro_batch_sharding: NamedSharding | None = None,
-) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
-    """The pure train step (state, global batch, frozen) -> (new state, scalar metrics)."""
+) -> Callable[[TrainState, Batch, Any], tuple[TrainState, dict[str, metrics_lib.SumCount]]]:
+    """The pure train step (state, global batch, frozen) -> (new state, {metric: (sum, count)})."""
 
-    def compute_loss(params, batch, rng, frozen):
+    def loss_sum(params, batch, rng, frozen):
+        """(sum of the loss, (its count, task metrics as (sum, count))); only the sum is differentiated."""
         if frozen is None:
-            return loss_fn(params, batch, rng)
-        return loss_fn(params, batch, rng, frozen=jax.lax.stop_gradient(frozen))
+            loss, task_metrics = loss_fn(params, batch, rng)
+        else:
+            loss, task_metrics = loss_fn(params, batch, rng, frozen=jax.lax.stop_gradient(frozen))
+        total, count = metrics_lib.as_sum_count(loss)
+        return total, (jax.lax.stop_gradient(count), metrics_lib.sum_counts(task_metrics))
 
-    grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
 
-    def step(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, Metrics]:
+    def step(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, dict[str, metrics_lib.SumCount]]:
         rng = jax.random.fold_in(state.rng, state.step)
         if grad_accum_steps == 1:
-            (loss, task_metrics), grads = grad_fn(state.params, batch, rng, frozen)
+            (total, (count, task_metrics)), grad_sums = grad_fn(state.params, batch, rng, frozen)
         else:
-            loss, task_metrics, grads = _accumulate(state.params, batch, rng, frozen)
+            (total, (count, task_metrics)), grad_sums = _accumulate(state.params, batch, rng, frozen)
+        grads = jax.tree.map(lambda grad_sum: metrics_lib.safe_ratio(grad_sum, count), grad_sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         step_metrics = {
             **task_metrics,
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": schedule(state.step),
+            "loss": (total, count),
+            "grad_norm": metrics_lib.as_sum_count(optax.tree.norm(grads)),
+            "learning_rate": metrics_lib.as_sum_count(schedule(state.step)),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
 
     def _accumulate(params, batch, rng, frozen):
+        """grad_fn's outputs added over the micro-batches: ((loss sum, (count, metric pairs)), gradient sums)."""
+
         def split(x):  # [batch, ...] -> [k, batch / k, ...]; micro-batch j = rows j, j + k, ...
             if x.shape[0] % grad_accum_steps:
                 raise ValueError(f"batch of {x.shape[0]} rows is not divisible by grad_accum_steps={grad_accum_steps}")
@@ -90,7 +104,7 @@ def make_train_step(
 
         micro_batches = jax.tree.map(split, batch)
         first = jax.tree.map(lambda x: x[0], micro_batches)
-        shapes = jax.eval_shape(grad_fn, params, first, rng, frozen)  # ((loss, metrics), grads)
+        shapes = jax.eval_shape(grad_fn, params, first, rng, frozen)  # ((sum, (count, metrics)), grads)
         zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
 
         def body(totals, inputs):
@@ -99,8 +113,7 @@ def make_train_step(
             return jax.tree.map(jnp.add, totals, outputs), None
 
         totals, _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro_batches))
-        (loss, task_metrics), grads = jax.tree.map(lambda total: total / grad_accum_steps, totals)
-        return loss, task_metrics, grads
+        return totals
 
     return step
 
@@ -155,49 +168,123 @@ class _PreemptionNotice:
 
 
 class _MetricBuffer:
-    """Step metrics kept on the device until a check; checks fetch them and stop on non-finite values."""
+    """Step metrics kept on the device until a check; checks fetch them, stop on non-finite values and add them to
+    the log window's sums and counts."""
 
     def __init__(self):
-        self._unchecked: list[tuple[int, Metrics]] = []
-        self._checked: list[dict[str, float]] = []
+        self._unchecked: list[tuple[int, Any]] = []
+        self._window = metrics_lib.MetricTotals()
 
-    def add(self, step: int, step_metrics: Metrics) -> None:
+    def add(self, step: int, step_metrics: Any) -> None:
         self._unchecked.append((step, step_metrics))
 
     def check(self, last_checkpoint: int | None, checkpoint_dir: pathlib.Path) -> None:
         for step, device_metrics in self._unchecked:
-            host = {name: float(value) for name, value in jax.device_get(device_metrics).items()}
-            bad = {name: host[name] for name in GUARDED_METRICS if not np.isfinite(host[name])}
+            host = jax.device_get(device_metrics)
+            values = {name: metrics_lib.ratio(host[name]) for name in GUARDED_METRICS}
+            bad = {name: value for name, value in values.items() if not np.isfinite(value)}
             if bad:
                 raise TrainingDiverged(
                     f"non-finite {bad} at step {step}; stopping without saving. The last good checkpoint is "
                     f"step {last_checkpoint} in {checkpoint_dir}. Lower train.learning_rate or check the data."
                 )
-            self._checked.append(host)
+            self._window.add(host)
         self._unchecked.clear()
 
-    def mean_and_reset(self) -> dict[str, float]:
-        means = {name: float(np.mean([m[name] for m in self._checked])) for name in self._checked[0]}
-        self._checked.clear()
+    def window_means(self) -> dict[str, float]:
+        """sum of sums / sum of counts of every metric since the last call."""
+        means = self._window.means()
+        self._window.clear()
         return means
 
 
-def _evaluate(eval_step: Callable, batches: list[Batch], params: Any) -> dict[str, float]:
-    """Mean of eval_step's metrics over a fixed list of global batches."""
-    results = [jax.device_get(eval_step(params, batch)) for batch in batches]
-    return {name: float(np.mean([result[name] for result in results])) for name in results[0]}
+def _int_field(section: Any, prefix: str, field: str, minimum: int) -> int:
+    value = section.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"config.{prefix}.{field}={value!r}: must be an integer >= {minimum}")
+    return value
+
+
+def _number_field(section: Any, prefix: str, field: str, minimum: float) -> float:
+    value = section.get(field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < minimum:
+        raise ConfigError(f"config.{prefix}.{field}={value!r}: must be a finite number >= {minimum}")
+    return float(value)
+
+
+def check_config(config: Any) -> None:
+    """The trainer's config values (train, checkpoint), checked before anything is built or written."""
+    train = config.train
+    batch_size = _int_field(train, "train", "batch_size", 1)
+    _int_field(train, "train", "num_steps", 1)
+    accumulation = _int_field(train, "train", "grad_accum_steps", 1)
+    if batch_size % accumulation:
+        raise ConfigError(f"config.train.grad_accum_steps={accumulation} does not divide "
+                          f"config.train.batch_size={batch_size}")
+    _int_field(train, "train", "log_every", 1)
+    _int_field(train, "train", "prefetch", 0)
+    _int_field(train, "train", "warmup_steps", 0)
+    for field in ("learning_rate", "weight_decay", "grad_clip_norm", "end_learning_rate_fraction"):
+        _number_field(train, "train", field, 0.0)
+    for field in ("adam_b1", "adam_b2"):
+        if not 0.0 <= _number_field(train, "train", field, 0.0) < 1.0:
+            raise ConfigError(f"config.train.{field}={train[field]!r}: must be in [0, 1)")
+    if _number_field(train, "train", "adam_eps", 0.0) <= 0.0:
+        raise ConfigError(f"config.train.adam_eps={train.adam_eps!r}: must be > 0")
+    if train.decay not in ("linear", "cosine", "constant"):
+        raise ConfigError(f"config.train.decay={train.decay!r}: expected 'linear', 'cosine' or 'constant'")
+    _int_field(config.checkpoint, "checkpoint", "every", 1)
+    _int_field(config.checkpoint, "checkpoint", "keep", 1)
+    if config.checkpoint.best_mode not in ("min", "max"):
+        raise ConfigError(f"config.checkpoint.best_mode={config.checkpoint.best_mode!r}: expected 'min' or 'max'")
+
+
+def check_batch_layout(train: Any, mesh: Mesh) -> None:
+    """Every micro-batch splits evenly over the mesh's batch devices (data x fsdp)."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro_batch = train.batch_size // train.grad_accum_steps
+    if micro_batch % shards:
+        raise ConfigError(
+            f"config.train.batch_size={train.batch_size} / grad_accum_steps={train.grad_accum_steps} = {micro_batch} "
+            f"rows per micro-batch, not divisible by the {shards} devices of the mesh's data x fsdp axes")
+
+
+def check_workdir(workdir: str | os.PathLike) -> pathlib.Path:
+    """The workdir as a path, after checking it can be created or written; nothing is created here."""
+    path = pathlib.Path(workdir).absolute()
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--workdir={workdir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir={workdir}: {existing} is not writable")
+    return path
+
+
+def _mesh_and_rules(config: Any) -> tuple[Mesh, partitioning.Rules]:
+    try:
+        mesh = partitioning.create_mesh({name: int(config.mesh[name]) for name in partitioning.MESH_AXES})
+        rules = partitioning.axis_rules(config.mesh.rules)
+    except ValueError as error:
+        raise ConfigError(f"config.mesh: {error}") from None
+    return mesh, rules
 
 
 def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
     """Runs (or resumes) training of `task` as configured; returns the final state."""
-    workdir = pathlib.Path(workdir)
+    check_config(config)
+    workdir = check_workdir(workdir)
     train_config = config.train
-    mesh = partitioning.create_mesh({name: int(config.mesh[name]) for name in partitioning.MESH_AXES})
-    rules = partitioning.axis_rules(config.mesh.rules)
+    mesh, rules = _mesh_and_rules(config)
+    check_batch_layout(train_config, mesh)
+    evaluators = evaluators_lib.build_evaluators(config, task, mesh)
+    evaluators_lib.check_best_metric(config.checkpoint, evaluators)
     optimizer_config = state_lib.optimizer_config(train_config)
     schedule = state_lib.learning_rate_schedule(optimizer_config)
     tx = state_lib.make_optimizer(optimizer_config)
     batch_size, num_steps = int(train_config.batch_size), int(train_config.num_steps)
+    if len(task.train_source) < batch_size:
+        raise ConfigError(f"config.train.batch_size={batch_size} exceeds the {len(task.train_source)} "
+                          "training examples")
 
     train_step, abstract, shardings, frozen = compile_train_step(
         task, tx, schedule, mesh, rules, grad_accum_steps=int(train_config.grad_accum_steps),
@@ -208,12 +295,14 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
     )
     iterator = pipeline.resumable_iterator(dataset, prefetch=int(train_config.prefetch))
 
-    checkpoint_dir = workdir / "checkpoints"
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = workdir / checkpointing.CHECKPOINTS_DIR
     store = checkpointing.CheckpointStore(
         checkpoint_dir, keep=int(config.checkpoint.keep), async_save=bool(config.checkpoint.async_save),
         best_metric=config.checkpoint.best_metric or None, best_mode=config.checkpoint.best_mode,
     )
     config_record = config.to_dict()
+    model_record = task.model.to_dict() if task.model is not None else None
     start = store.latest_step()
     if start is None:
         start = 0
@@ -224,20 +313,12 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
         iterator.set_state(data_state)
         logging.info("resumed from the checkpoint at step %d in %s", start, checkpoint_dir)
 
-    log_every, eval_every = int(train_config.log_every), int(train_config.eval_every)
-    evaluation = _evaluation_setup(task, config, mesh, rules, shardings.params) if eval_every > 0 else None
-    evaluates = eval_every > 0 and (evaluation is not None or task.host_eval is not None)
-    if config.checkpoint.best_metric and not evaluates:
-        raise ConfigError(
-            f"checkpoint.best_metric={config.checkpoint.best_metric!r} needs evaluation: set train.eval_every > 0 "
-            "(and a task with an eval function)"
-        )
+    log_every = int(train_config.log_every)
     writer = metrics_lib.MetricWriter(
         workdir, start_step=start, num_steps=num_steps, enabled=distributed.is_main_process(),
     )
     preemption = _PreemptionNotice(store)
     buffer = _MetricBuffer()
-    eval_metrics = None
     try:
         with partitioning.sharding_context(mesh, rules):
             for step in range(start + 1, num_steps + 1):
@@ -246,18 +327,18 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
                 buffer.add(step, step_metrics)
                 preempted = preemption.reached(step)
                 save = step % int(config.checkpoint.every) == 0 or step == num_steps or preempted
-                evaluate = evaluates and (step % eval_every == 0 or step == num_steps)
+                evaluate = any(evaluator.due(step, num_steps) for evaluator in evaluators)
                 if save or evaluate or step % log_every == 0:
                     buffer.check(store.latest_step(), checkpoint_dir)
                 if step % log_every == 0 or step == num_steps or preempted:
-                    writer.write(step, "train", buffer.mean_and_reset())
+                    writer.write(step, "train", buffer.window_means())
+                eval_metrics = None  # only this step's evaluation may reach this step's checkpoint
                 if evaluate:
-                    eval_metrics = _evaluate(*evaluation, state.params) if evaluation is not None else {}
-                    if task.host_eval is not None:
-                        eval_metrics.update(task.host_eval(state.params))
+                    eval_metrics = evaluators_lib.run_due(evaluators, step, num_steps, state.params, mesh)
                     writer.write(step, "eval", eval_metrics)
                 if save:
-                    store.save(step, state, iterator.get_state(), config_record, metrics=eval_metrics)
+                    store.save(step, state, iterator.get_state(), config_record, model=model_record,
+                               metrics=eval_metrics)
                 writer.advance(1)
                 if preempted:
                     logging.warning("preemption notice: saved the checkpoint at step %d and stopping", step)
@@ -270,34 +351,14 @@ def train(task: Task, config: Any, workdir: str | pathlib.Path) -> TrainState:
     return state
 
 
-def _evaluation_setup(
-    task: Task, config: Any, mesh: Mesh, rules: partitioning.Rules, param_shardings: Any,
-) -> tuple[Callable, list[Batch]] | None:
-    """(jitted eval step, fixed global eval batches), or None when the task has no evaluation."""
-    if task.eval_fn is None or task.eval_source is None:
-        return None
-    batch_size = int(config.eval.batch_size)
-    dataset = pipeline.batch_dataset(
-        task.eval_source, task.collate, global_batch_size=batch_size,
-        rows=partitioning.process_batch_rows(mesh, batch_size), seed=0, shuffle=False, num_epochs=1,
-    )
-    batches = [
-        partitioning.host_to_global(batch, mesh, batch_size)
-        for batch in pipeline.first_batches(dataset, int(config.eval.num_batches))
-    ]
-    eval_step = jax.jit(
-        task.eval_fn,
-        in_shardings=(param_shardings, partitioning.batch_sharding(mesh)),
-        out_shardings=partitioning.replicated(mesh),
-    )
-    return eval_step, batches
-
-
 def run_from_config(config: Any, workdir: str) -> None:
-    """Mode `train`: builds the task named by config.task and trains it in `workdir`."""
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    """Mode `train`: builds the task named by config.task and trains it in `workdir`.
+
+    The config values and the workdir are checked before the task reads its inputs; nothing is written before
+    the task, its evaluators and the best metric are known to be valid.
+    """
+    check_config(config)
+    check_workdir(workdir)
     # orbax reports every save at INFO through absl, which would break up the progress bar: keep its warnings.
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-    )
+    logging.get_absl_handler().addFilter(checkpointing.orbax_log_filter(std_logging.WARNING))
     train(build_task(config), config, workdir)
