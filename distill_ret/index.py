@@ -1,22 +1,66 @@
-"""Dense retrieval: corpus encoding in length-bucketed jitted batches, and exact top-k inner-product search.
+"""One sharded encoding engine, exact top-k search over a sharded corpus, and a fingerprinted embedding cache.
 
-`TextEncoder` tokenises texts, sorts them by length, pads each batch to the smallest of a few bucket lengths
-(and the last batch to the full batch size), so the jitted encoder compiles once per bucket and little compute
-goes to padding; embeddings come back as a float32 [n, hidden] matrix in input order.
-`top_k_search` scores queries against documents chunk by chunk and merges `jax.lax.top_k` results, so the
-[queries, documents] score matrix never exists at once; ties go to the lower document index.
+Encoding (`EncodingEngine`): tokenised examples ({feature: [length] int32}, e.g. input_ids for a bi-encoder tower,
+input_ids + token_type_ids for a cross-encoder pair) are sorted by length (stable) and cut into batches of
+`batch_size` rows; each batch is padded to the smallest bucket length that fits (one compiled program per bucket)
+and to the full batch size. The batch axis is split over the mesh's data x fsdp devices (NamedSharding) and the
+parameters are replicated; in a multi-process job every process plans the same batches and pads only the rows its
+own devices hold. Outputs come back replicated, as float32 in input order. `TextEncoder` (single texts: bi-encoder
+towers, dense teachers, students) and the cross-encoder's `PairScorer` are the engine's users.
+
+Search (`top_k_search`): the corpus is split over every device of a mesh; each device keeps a running top-k over
+chunks of its shard (the [queries, documents] score matrix never exists at once), then the per-device lists are
+merged into the global top-k. Ties go to the lower document index (`jax.lax.top_k` keeps the lower position first,
+and every concatenation puts lower document indices first).
+
+Cache (`encode_or_load`): `<dir>/embeddings.npy` + `<dir>/fingerprint.json`, each written to a temporary file and
+renamed; the fingerprint holds the model's identity (params digest, config, pooling, max length...), a digest of the
+texts in order and the embeddings file's own sha256. A cache built from anything else is refused, never overwritten.
 """
-from collections.abc import Callable, Sequence
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import io
+import json
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from distill_ret.data import formats
+from distill_ret.errors import UserError
 from distill_ret.models import heads
+from distill_ret.training import partitioning
 
+Example = Mapping[str, np.ndarray]  # feature name -> [length] int32: one tokenised input, unpadded
+ApplyFn = Callable[[Any, Mapping[str, jax.Array]], jax.Array]  # (params, {feature: [batch, length]}) -> [batch, ...]
 EncodeFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, input_ids, attention_mask) -> [batch, hidden]
 
+IN_FLIGHT_BATCHES = 4  # batches dispatched ahead of the one being read back (host padding overlaps device work)
+EMBEDDINGS_FILE = "embeddings.npy"
+FINGERPRINT_FILE = "fingerprint.json"
+CACHE_FORMAT = "embeddings-v1"
+
+
+class StaleEmbeddingCacheError(UserError, ValueError):
+    """An embedding cache was built from another model or other texts than the ones it is asked to serve."""
+
+
+def default_mesh() -> Mesh:
+    """Every device of every process on the `data` axis: the engine's and the search's layout unless one is given."""
+    return partitioning.create_mesh({"data": -1, "fsdp": 1, "model": 1})
+
+
+# ------------------------------------------------------------------------------------------------- encoding
 
 def bucket_lengths(max_length: int, step: int = 16) -> tuple[int, ...]:
     """Multiples of `step` below `max_length`, then `max_length`: e.g. 256 -> (16, 32, ..., 240, 256).
@@ -43,6 +87,80 @@ def plan_batches(lengths: Sequence[int], batch_size: int, buckets: Sequence[int]
     return plan
 
 
+def pad_examples(examples: Sequence[Example], features: Sequence[str], length: int, rows: int,
+                 pad_token_id: int = 0) -> dict[str, np.ndarray]:
+    """Examples -> {feature: [rows, length] int32} plus "attention_mask" [rows, length]; rows beyond the examples
+    are all padding. `input_ids` pad with `pad_token_id`, every other feature with 0."""
+    if len(examples) > rows:
+        raise ValueError(f"{len(examples)} examples do not fit in {rows} rows")
+    padded = {name: np.full((rows, length), pad_token_id if name == "input_ids" else 0, np.int32)  # [rows, length]
+              for name in features}
+    padded["attention_mask"] = np.zeros((rows, length), np.int32)  # [rows, length]
+    for row, example in enumerate(examples):
+        size = len(example["input_ids"])
+        if size > length:
+            raise ValueError(f"example {row} has {size} tokens, more than the padded length {length}")
+        for name in features:
+            if len(example[name]) != size:
+                raise ValueError(f"example {row}: {name} has {len(example[name])} entries for {size} tokens")
+            padded[name][row, :size] = example[name]
+        padded["attention_mask"][row, :size] = 1
+    return padded
+
+
+class EncodingEngine:
+    """Jitted, length-bucketed application of a model to tokenised examples, split over every device of a mesh.
+
+    One instance compiles once per bucket length and is reused with changing params (e.g. dev evaluation during
+    training). `batch_size` is rounded up to a multiple of the mesh's data x fsdp devices.
+    """
+
+    def __init__(self, apply_fn: ApplyFn, *, buckets: Sequence[int], features: Sequence[str] = ("input_ids",),
+                 batch_size: int = 64, pad_token_id: int = 0, mesh: Mesh | None = None, show_progress: bool = False,
+                 description: str = "encoding"):
+        if "input_ids" not in features or "attention_mask" in features:
+            raise ValueError(f"features must name input_ids and not attention_mask (it is derived), got {features}")
+        self.mesh = mesh or default_mesh()
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.batch_size = -(-batch_size // shards) * shards
+        self.buckets = tuple(sorted(buckets))
+        self.features = tuple(features)
+        self.pad_token_id = pad_token_id
+        self.show_progress, self.description = show_progress, description
+        self._rows = partitioning.process_batch_rows(self.mesh, self.batch_size)  # this process's rows of a batch
+        self.apply = jax.jit(apply_fn, out_shardings=partitioning.replicated(self.mesh))
+
+    def replicate(self, params: Any) -> Any:
+        """Host or device params -> params replicated over the engine's mesh."""
+        return jax.device_put(nn.unbox(params), partitioning.replicated(self.mesh))
+
+    def _dispatch(self, params: Any, examples: Sequence[Example], rows: np.ndarray, length: int) -> jax.Array:
+        """Starts one batch: this process pads its own rows of it; the device work runs asynchronously."""
+        local = [examples[i] for i in rows[self._rows]]
+        host = pad_examples(local, self.features, length, self._rows.stop - self._rows.start, self.pad_token_id)
+        return self.apply(params, partitioning.host_to_global(host, self.mesh, self.batch_size))  # [batch, ...]
+
+    def encode(self, params: Any, examples: Sequence[Example]) -> np.ndarray:
+        """[n] examples -> [n, ...] float32 outputs in input order (the same on every process)."""
+        if not examples:
+            raise ValueError("no examples to encode")
+        plan = plan_batches([len(example["input_ids"]) for example in examples], self.batch_size, self.buckets)
+        outputs: np.ndarray | None = None
+        pending: collections.deque = collections.deque()
+        with tqdm.tqdm(total=len(plan), desc=self.description, unit="batch", leave=False,
+                       disable=not self.show_progress or jax.process_index() != 0) as progress:
+            for step, (rows, length) in enumerate(plan):
+                pending.append((rows, self._dispatch(params, examples, rows, length)))
+                while pending and (len(pending) > IN_FLIGHT_BATCHES or step == len(plan) - 1):
+                    done_rows, result = pending.popleft()
+                    result = np.asarray(result, np.float32)[: len(done_rows)]
+                    if outputs is None:
+                        outputs = np.zeros((len(examples), *result.shape[1:]), np.float32)
+                    outputs[done_rows] = result
+                    progress.update()
+        return outputs
+
+
 def bi_encoder_fn(model: heads.BiEncoder, side: str = "document") -> EncodeFn:
     """(params, input_ids, attention_mask) -> embeddings through one tower of `model`."""
     method = {"query": heads.BiEncoder.encode_queries, "document": heads.BiEncoder.encode_documents}[side]
@@ -51,83 +169,113 @@ def bi_encoder_fn(model: heads.BiEncoder, side: str = "document") -> EncodeFn:
 
 
 class TextEncoder:
-    """Texts -> [n, hidden] float32 embeddings with one compiled program per (batch_size, bucket) shape."""
+    """Texts -> [n, hidden] float32 embeddings through the encoding engine (single texts: input_ids + mask)."""
 
     def __init__(self, encode_fn: EncodeFn, tokenizer, *, max_length: int = 256, batch_size: int = 64,
-                 buckets: Sequence[int] | None = None):
+                 buckets: Sequence[int] | None = None, mesh: Mesh | None = None, show_progress: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.buckets = tuple(sorted(buckets)) if buckets else bucket_lengths(max_length)
-        if self.buckets[-1] < max_length:
-            raise ValueError(f"the largest bucket ({self.buckets[-1]}) is shorter than max_length={max_length}")
-        self.pad_id = tokenizer.pad_token_id or 0
-        self.encode_batch = jax.jit(encode_fn)
+        buckets = tuple(sorted(buckets)) if buckets else bucket_lengths(max_length)
+        if buckets[-1] < max_length:
+            raise ValueError(f"the largest bucket ({buckets[-1]}) is shorter than max_length={max_length}")
+        self.engine = EncodingEngine(
+            lambda params, batch: encode_fn(params, batch["input_ids"], batch["attention_mask"]),
+            buckets=buckets, batch_size=batch_size, pad_token_id=tokenizer.pad_token_id or 0, mesh=mesh,
+            show_progress=show_progress, description="encoding texts",
+        )
 
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+    def tokenize(self, texts: Sequence[str]) -> list[Example]:
+        token_ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return [{"input_ids": np.asarray(ids, np.int32)} for ids in token_ids]
 
-    def _padded(self, token_ids: list[list[int]], rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-        input_ids = np.full((self.batch_size, length), self.pad_id, np.int32)  # [batch, length]
-        mask = np.zeros((self.batch_size, length), np.int32)
-        for row, index in enumerate(rows):
-            ids = token_ids[index]
-            input_ids[row, :len(ids)] = ids
-            mask[row, :len(ids)] = 1
-        return input_ids, mask
+    def replicate(self, params: Any) -> Any:
+        return self.engine.replicate(params)
 
     def encode(self, params: Any, texts: Sequence[str]) -> np.ndarray:
         """[n] texts -> [n, hidden] float32 in input order."""
         if not texts:
             raise ValueError("no texts to encode")
-        token_ids = self.tokenize(texts)
-        plan = plan_batches([len(ids) for ids in token_ids], self.batch_size, self.buckets)
-        # Dispatch every batch before reading any result back: the host pads batch i+1 while the device runs batch i.
-        pending = [self.encode_batch(params, *self._padded(token_ids, rows, length)) for rows, length in plan]
-        embeddings = np.zeros((len(texts), pending[0].shape[-1]), np.float32)
-        for (rows, _), batch in zip(plan, pending):
-            embeddings[rows] = np.asarray(batch[: len(rows)], np.float32)
-        return embeddings
+        return self.engine.encode(params, self.tokenize(texts))
 
 
-@jax.jit
-def _merge_chunk(best_scores, best_indices, queries, documents, valid, offset):
-    """Running top-k [q, k] merged with one document chunk [chunk, hidden] (rows beyond `valid` ignored)."""
-    k = best_scores.shape[1]
-    scores = jnp.dot(queries, documents.T, precision=jax.lax.Precision.HIGHEST)  # [q, chunk]
-    scores = jnp.where(jnp.arange(documents.shape[0])[None, :] < valid, scores, -jnp.inf)
-    chunk_scores, chunk_indices = jax.lax.top_k(scores, min(k, documents.shape[0]))  # [q, k]
-    merged_scores = jnp.concatenate([best_scores, chunk_scores], axis=1)  # [q, k + k']: earlier (lower) indices first
-    merged_indices = jnp.concatenate([best_indices, chunk_indices + offset], axis=1)
-    top_scores, positions = jax.lax.top_k(merged_scores, k)  # [q, k]
-    return top_scores, jnp.take_along_axis(merged_indices, positions, axis=1)
+# ------------------------------------------------------------------------------------------------- search
+
+@functools.lru_cache(maxsize=32)
+def _sharded_top_k(mesh: Mesh, k: int, chunk: int, num_documents: int) -> Callable:
+    """jit (queries [q, h] replicated, documents [shards * per_shard, h] split over every mesh device) ->
+    (scores [q, k], indices [q, k]) replicated."""
+    axes = tuple(mesh.axis_names)
+
+    def local_top_k(queries, documents):
+        per_shard, hidden = documents.shape
+        first = jax.lax.axis_index(axes) * per_shard  # global index of this shard's first document
+        k_local = min(k, per_shard)
+
+        def merge_chunk(best, chunk_start):
+            best_scores, best_indices = best  # [q, k_local] each, lower document indices first among equals
+            docs = jax.lax.dynamic_slice_in_dim(documents, chunk_start, chunk)  # [chunk, h]
+            scores = jnp.dot(queries, docs.T, precision=jax.lax.Precision.HIGHEST)  # [q, chunk]
+            indices = first + chunk_start + jnp.arange(chunk)  # [chunk] global document indices
+            scores = jnp.where(indices[None, :] < num_documents, scores, -jnp.inf)
+            chunk_scores, positions = jax.lax.top_k(scores, min(k_local, chunk))  # [q, k']
+            merged_scores = jnp.concatenate([best_scores, chunk_scores], axis=1)  # [q, k_local + k']
+            merged_indices = jnp.concatenate([best_indices, indices[positions]], axis=1)
+            top_scores, top = jax.lax.top_k(merged_scores, k_local)  # [q, k_local]
+            return (top_scores, jnp.take_along_axis(merged_indices, top, axis=1)), None
+
+        start = jax.lax.pcast((jnp.full((queries.shape[0], k_local), -jnp.inf, jnp.float32),
+                               jnp.zeros((queries.shape[0], k_local), jnp.int32)), axes, to="varying")
+        (scores, indices), _ = jax.lax.scan(merge_chunk, start, jnp.arange(0, per_shard, chunk))
+        return scores, indices
+
+    per_device = jax.shard_map(local_top_k, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axes)),
+                               out_specs=(PartitionSpec(None, axes), PartitionSpec(None, axes)))
+
+    def search(queries, documents):
+        scores, indices = per_device(queries, documents)  # [q, shards * k_local], shards in document order
+        top_scores, top = jax.lax.top_k(scores, k)  # [q, k]
+        return top_scores, jnp.take_along_axis(indices, top, axis=1)
+
+    return jax.jit(search, out_shardings=partitioning.replicated(mesh))
 
 
-def top_k_search(queries: np.ndarray, documents: np.ndarray, k: int, *, doc_chunk: int = 65536,
-                 query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def _global_array(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array present on every process -> a global array laid out by `sharding`."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def top_k_search(queries: np.ndarray, documents: np.ndarray, k: int, *, mesh: Mesh | None = None,
+                 doc_chunk: int = 65536, query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k: queries [q, hidden], documents [n, hidden] -> (scores [q, k'], indices [q, k'])
-    with k' = min(k, n), best first."""
+    with k' = min(k, n), best first, ties to the lower document index.
+
+    The documents are split over every device of `mesh` (default: all devices); each device scans its shard in
+    chunks of at most `doc_chunk` documents, queries go `query_chunk` at a time.
+    """
     queries, documents = np.asarray(queries, np.float32), np.asarray(documents, np.float32)
     if queries.ndim != 2 or documents.ndim != 2 or queries.shape[1] != documents.shape[1]:
         raise ValueError(f"expected queries [q, h] and documents [n, h], got {queries.shape} and {documents.shape}")
-    if k < 1 or len(documents) == 0:
-        raise ValueError(f"top-k search needs k >= 1 and at least one document (k={k}, n={len(documents)})")
-    k = min(k, len(documents))
-    doc_chunk = max(min(doc_chunk, len(documents)), k)
-    # Pad the corpus to whole chunks so that every chunk has one shape (one compilation).
-    padded = np.zeros((-(-len(documents) // doc_chunk) * doc_chunk, documents.shape[1]), np.float32)
-    padded[: len(documents)] = documents
+    if k < 1 or len(documents) == 0 or doc_chunk < 1 or query_chunk < 1:
+        raise ValueError(f"top-k search needs k, doc_chunk, query_chunk >= 1 and at least one document (k={k}, "
+                         f"n={len(documents)}, doc_chunk={doc_chunk}, query_chunk={query_chunk})")
+    mesh = mesh or default_mesh()
+    shards, n = mesh.devices.size, len(documents)
+    k = min(k, n)
+    chunk = min(doc_chunk, -(-n // shards))
+    per_shard = -(-(-(-n // shards)) // chunk) * chunk  # whole chunks: every chunk has one shape
+    padded = np.zeros((shards * per_shard, documents.shape[1]), np.float32)  # [shards * per_shard, h]
+    padded[:n] = documents
+    corpus = _global_array(padded, NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names))))
+    search = _sharded_top_k(mesh, k, chunk, n)
+    rows = min(query_chunk, len(queries))
     all_scores, all_indices = [], []
-    for start in range(0, len(queries), query_chunk):
-        batch = jnp.asarray(queries[start:start + query_chunk])
-        best_scores = jnp.full((batch.shape[0], k), -jnp.inf, jnp.float32)
-        best_indices = jnp.zeros((batch.shape[0], k), jnp.int32)
-        for offset in range(0, len(padded), doc_chunk):
-            best_scores, best_indices = _merge_chunk(
-                best_scores, best_indices, batch, padded[offset:offset + doc_chunk], len(documents) - offset, offset
-            )
-        all_scores.append(np.asarray(best_scores))
-        all_indices.append(np.asarray(best_indices))
+    for start in range(0, len(queries), rows):
+        batch = np.zeros((rows, queries.shape[1]), np.float32)  # [rows, h]: the last chunk padded to one shape
+        part = queries[start:start + rows]
+        batch[: len(part)] = part
+        scores, indices = search(_global_array(batch, partitioning.replicated(mesh)), corpus)
+        all_scores.append(np.asarray(scores)[: len(part)])
+        all_indices.append(np.asarray(indices)[: len(part)])
     return np.concatenate(all_scores), np.concatenate(all_indices)
 
 
@@ -139,3 +287,73 @@ def dense_run(query_ids: Sequence[str], query_embeddings: np.ndarray, doc_ids: S
     scores, indices = top_k_search(query_embeddings, doc_embeddings, k, **search_options)
     return {qid: {doc_ids[i]: float(s) for s, i in zip(row_scores, row_indices)}
             for qid, row_scores, row_indices in zip(query_ids, scores, indices)}
+
+
+# ------------------------------------------------------------------------------------------------- cache
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """sha256 of the texts in order (each JSON-encoded on its own line, so no two lists share a digest)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(json.dumps(text, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def cache_fingerprint(model: Mapping[str, Any], texts: Sequence[str]) -> dict[str, str]:
+    """What an embedding cache must match: the model's identity (e.g. `DenseTeacher.fingerprint()`) and the texts."""
+    return {**{f"model.{key}": str(value) for key, value in sorted(model.items())},
+            "texts_sha256": texts_digest(texts), "num_texts": str(len(texts)), "format": CACHE_FORMAT}
+
+
+def save_embeddings(directory: str | os.PathLike, embeddings: np.ndarray, fingerprint: Mapping[str, str]) -> None:
+    """Writes `embeddings.npy`, then `fingerprint.json` (which names the embeddings' sha256), each atomically."""
+    directory = pathlib.Path(directory)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(embeddings, np.float32), allow_pickle=False)
+    data = buffer.getvalue()
+    with formats.atomic_write(directory / EMBEDDINGS_FILE, "wb") as handle:
+        handle.write(data)
+    record = {"fingerprint": dict(fingerprint), "embeddings_sha256": hashlib.sha256(data).hexdigest()}
+    with formats.atomic_write(directory / FINGERPRINT_FILE) as handle:
+        json.dump(record, handle, indent=1, sort_keys=True)
+
+
+def load_embeddings(directory: str | os.PathLike, fingerprint: Mapping[str, str]) -> np.ndarray:
+    """The cached embeddings [n, hidden] float32; refuses (naming the file) a cache built from other inputs."""
+    directory = pathlib.Path(directory)
+    record_path, embeddings_path = directory / FINGERPRINT_FILE, directory / EMBEDDINGS_FILE
+    if not record_path.is_file() or not embeddings_path.is_file():
+        missing = record_path if not record_path.is_file() else embeddings_path
+        raise StaleEmbeddingCacheError(f"{missing}: the embedding cache in {directory} is incomplete (this file is "
+                                       "missing); delete the directory's cache files or choose another directory")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        stored, expected_sha256 = dict(record["fingerprint"]), str(record["embeddings_sha256"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise formats.FormatError(record_path, None, f"not an embedding-cache fingerprint ({error})") from None
+    if stored != dict(fingerprint):
+        differing = sorted(key for key in set(stored) | set(fingerprint) if stored.get(key) != fingerprint.get(key))
+        details = "; ".join(f"{key}: cache has {stored.get(key)!r}, inputs give {fingerprint.get(key)!r}"
+                            for key in differing)
+        raise StaleEmbeddingCacheError(f"{record_path}: these embeddings were built from other inputs ({details}); "
+                                       "delete the cache or choose another directory to rebuild it")
+    data = embeddings_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise StaleEmbeddingCacheError(f"{embeddings_path}: the file does not match the sha256 that {record_path} "
+                                       "records (changed or half-written); delete the cache to rebuild it")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_or_load(directory: str | os.PathLike, fingerprint: Mapping[str, str],
+                   encode: Callable[[], np.ndarray]) -> np.ndarray:
+    """The cache in `directory` if it matches `fingerprint` (refused otherwise); else `encode()`, saved there by
+    process 0 and returned."""
+    directory = pathlib.Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise formats.FormatError(directory, None, "the embedding cache must be a directory; this is a file")
+    if (directory / FINGERPRINT_FILE).exists() or (directory / EMBEDDINGS_FILE).exists():
+        return load_embeddings(directory, fingerprint)
+    embeddings = encode()
+    if jax.process_index() == 0:
+        save_embeddings(directory, embeddings, fingerprint)
+    return embeddings

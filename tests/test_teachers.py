@@ -1,10 +1,13 @@
-"""Teacher interface, run-file teacher (with its fallback), cross-encoder and dense teachers."""
+"""Teacher interface, run-file teacher (with its fallback), cross-encoder and dense teachers: PyTorch parity,
+8 devices equal 1, rebuilding a cross-encoder from a checkpoint's model record (or an older checkpoint's job
+config) without its training task, scoring with given params, and the dense teacher's corpus embedding cache."""
 import dataclasses
 
 import numpy as np
 import pytest
 
 from distill_ret.data import formats
+from distill_ret.errors import ConfigError
 from distill_ret.teachers import RunFileTeacher, TeacherQuery, rank_order, rerank_run
 
 CORPUS = {doc_id: formats.Document(doc_id, f"title {doc_id}", f"text of {doc_id}") for doc_id in ("a", "b", "c", "d", "e")}
@@ -31,7 +34,7 @@ def test_run_file_teacher_scores_from_the_file_and_ranks_absent_candidates_last(
     assert ranking.ranked_ids() == ["b", "a", "c", "d", "e"]
     assert list(ranking.order) == [4, 1, 2, 0, 3]
     assert ranking.as_run() == {"b": 7.0, "a": 5.0, "c": 2.5, "d": 1.5, "e": 1.5}
-    with pytest.raises(KeyError, match="teacher.trec: the teacher run ranks no document for query 'q3'"):
+    with pytest.raises(formats.FormatError, match="teacher.trec: the teacher run ranks no document for query 'q3'"):
         teacher.rank(TeacherQuery("q3", "x", (CORPUS["a"],)))
 
 
@@ -78,7 +81,7 @@ def test_cross_encoder_teacher_matches_pytorch_with_sharded_bucketed_batches(tmp
         np.testing.assert_allclose(ranking.scores, expected, atol=1e-5)
         assert np.all(np.diff(ranking.scores[ranking.order]) <= 0)  # rank list = descending teacher scores
     # One compiled program per padded length: at most one per bucket (8, 16, 24), however many batches ran.
-    assert teacher.scorer._score._cache_size() <= 3
+    assert teacher.scorer.engine.apply._cache_size() <= 3
     print_ = teacher.fingerprint()
     assert print_["kind"] == "cross_encoder" and print_["max_length"] == "24" and len(print_["params_sha256"]) == 64
 
@@ -145,3 +148,158 @@ def test_dense_teacher_equals_pytorch_mean_pooled_cosine_and_retrieves(tmp_path)
                                   TeacherQuery("q2", "wing lift", (untitled,))])
     expected = reference([f"{first.title} {first.text}", first.text]) @ reference(["wing lift"])[0]
     np.testing.assert_allclose(np.concatenate(scores), [*expected, expected[1]], atol=1e-5)
+
+
+def test_dense_teacher_caches_corpus_embeddings_and_refuses_another_model(tmp_path):
+    import transformers
+
+    from distill_ret import index
+    from distill_ret.teachers.dense import DenseTeacher
+    from tests.teacher_helpers import DOCS, write_tokenizer
+
+    tokenizer = write_tokenizer(tmp_path / "bert")
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(tmp_path / "bert", safe_serialization=True)
+    teacher = DenseTeacher.from_hf(tmp_path / "bert", max_length=32, batch_size=4)
+    queries = {"q1": "wing lift", "q2": "heat"}
+    uncached = teacher.retrieve(queries, DOCS, k=5)
+    cached = teacher.retrieve(queries, DOCS, k=5, cache_dir=tmp_path / "cache")
+    again = DenseTeacher.from_hf(tmp_path / "bert", max_length=32, batch_size=4)
+    again.encode_passages = lambda documents: pytest.fail("a matching cache must be loaded, not re-encoded")
+    assert again.retrieve(queries, DOCS, k=5, cache_dir=tmp_path / "cache") == cached == uncached
+    shorter = DenseTeacher.from_hf(tmp_path / "bert", max_length=16, batch_size=4)
+    with pytest.raises(index.StaleEmbeddingCacheError, match="model.max_length: cache has '32', inputs give '16'"):
+        shorter.retrieve(queries, DOCS, k=5, cache_dir=tmp_path / "cache")
+
+
+# ------------------------------------------------------------------ cross-encoder: meshes, given params, checkpoints
+
+@pytest.fixture(scope="module")
+def hf_cross_encoder(tmp_path_factory):
+    from tests.teacher_helpers import write_torch_cross_encoder
+
+    directory = tmp_path_factory.mktemp("ce")
+    write_torch_cross_encoder(directory)
+    return directory
+
+
+PAIRS = (["wing lift", "heat slab", "shock wave", "jet"] * 3,
+         [f"{doc.title} {doc.text}" for doc in list(CORPUS.values()) * 2 + list(CORPUS.values())[:2]])
+
+
+def test_pair_scores_on_8_devices_equal_1_device_and_scoring_with_given_params(hf_cross_encoder):
+    import jax
+
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
+    from distill_ret.training import partitioning
+
+    one = partitioning.create_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    eight = CrossEncoderTeacher.from_hf(hf_cross_encoder, max_length=24, batch_size=8, show_progress=False)
+    single = CrossEncoderTeacher.from_hf(hf_cross_encoder, max_length=24, batch_size=8, show_progress=False, mesh=one)
+    assert eight.scorer.engine.mesh.devices.size == 8 and single.scorer.engine.mesh.devices.size == 1
+    np.testing.assert_allclose(eight.score_pairs(*PAIRS), single.score_pairs(*PAIRS), rtol=0, atol=1e-6)
+    # The evaluator's path: a teacher over an existing scorer and params as given (host arrays here), no copy made.
+    host_params = jax.tree.map(np.asarray, eight.params)
+    given = CrossEncoderTeacher(eight.scorer, host_params)
+    assert given.params is host_params and given.scorer is eight.scorer
+    np.testing.assert_array_equal(given.score_pairs(*PAIRS), eight.score_pairs(*PAIRS))
+    assert given.fingerprint() == eight.fingerprint()  # the digest is computed from the given params
+
+
+def _fake_checkpoint(monkeypatch, params, job_config, model):
+    from distill_ret.teachers import cross_encoder
+    from distill_ret.training import checkpointing
+
+    checkpoint = checkpointing.RunCheckpoint(step=7, job_config=job_config, params=params, model=model)
+    seen = []
+
+    def read(workdir, step="best"):
+        seen.append((str(workdir), step))
+        return checkpoint
+
+    monkeypatch.setattr(cross_encoder.checkpointing, "read_run_checkpoint", read)
+    return seen
+
+
+def test_from_checkpoint_rebuilds_the_teacher_from_its_model_record(hf_cross_encoder, monkeypatch):
+    from distill_ret.hf import import_from_hf
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher
+    from distill_ret.training.tasks import ModelRecord
+
+    reference = CrossEncoderTeacher.from_hf(hf_cross_encoder, max_length=24, show_progress=False)
+    config, params = import_from_hf(hf_cross_encoder)
+    record = ModelRecord(config=config.to_hf().to_dict(), head="cross_encoder",
+                         tokenizer_dir=str(hf_cross_encoder), options={"num_labels": 1})
+    # The record alone rebuilds the model: the task name and the model section of the job config are not read.
+    seen = _fake_checkpoint(monkeypatch, params, {"task": "some_future_task", "data": {"max_length": 24}},
+                            record.to_dict())
+    teacher = CrossEncoderTeacher.from_checkpoint("runs/ce", "latest", show_progress=False)
+    assert seen == [("runs/ce", "latest")] and teacher.checkpoint_step == 7
+    assert teacher.scorer.max_length == 24 and teacher.scorer.config == config
+    np.testing.assert_array_equal(teacher.score_pairs(*PAIRS), reference.score_pairs(*PAIRS))
+    assert teacher.fingerprint() == reference.fingerprint()
+
+    _fake_checkpoint(monkeypatch, params, {}, {**record.to_dict(), "head": "bi_encoder"})
+    with pytest.raises(ConfigError, match="runs/ce: the checkpoint holds a 'bi_encoder' model, not a cross_encoder"):
+        CrossEncoderTeacher.from_checkpoint("runs/ce")
+    _fake_checkpoint(monkeypatch, params, {}, {**record.to_dict(), "options": {"num_labels": 3}})
+    with pytest.raises(ConfigError, match="runs/ce: a teacher needs one output label, the checkpoint's model has 3"):
+        CrossEncoderTeacher.from_checkpoint("runs/ce")
+    _fake_checkpoint(monkeypatch, params, {}, {**record.to_dict(), "tokenizer_dir": ""})
+    with pytest.raises(ConfigError, match="runs/ce: the checkpoint's model record names no tokenizer directory"):
+        CrossEncoderTeacher.from_checkpoint("runs/ce")
+    _fake_checkpoint(monkeypatch, params, {}, {**record.to_dict(), "tokenizer_dir": "/no/such/tokenizer"})
+    with pytest.raises(ConfigError, match="tokenizer directory /no/such/tokenizer that the .* does not exist"):
+        CrossEncoderTeacher.from_checkpoint("runs/ce")
+    wider = {**record.to_dict(), "config": {**record.config, "intermediate_size": 128}}
+    _fake_checkpoint(monkeypatch, params, {}, wider)
+    with pytest.raises(ConfigError, match=r"runs/ce: parameter \['bert'\]\['layers_0'\]\['intermediate'\]\['bias'\] "
+                                          r"has shape \(64,\) in the checkpoint where the model config gives \(128,\)"):
+        CrossEncoderTeacher.from_checkpoint("runs/ce")
+
+
+def test_from_checkpoint_without_a_record_reads_the_saved_job_config(hf_cross_encoder, monkeypatch):
+    from distill_ret.hf import import_from_hf
+    from distill_ret.models.bert import BertConfig
+    from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, record_from_job_config
+
+    reference = CrossEncoderTeacher.from_hf(hf_cross_encoder, max_length=24, show_progress=False)
+    config, params = import_from_hf(hf_cross_encoder)
+    model = {"init_from": str(hf_cross_encoder), "tokenizer_dir": "", "dtype": "float32", "hidden_size": 8,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 32}
+    job_config = {"task": "cross_encoder", "model": model, "data": {"max_length": 24}}
+    _fake_checkpoint(monkeypatch, params, job_config, None)
+    teacher = CrossEncoderTeacher.from_checkpoint("runs/old")
+    assert teacher.scorer.config == config  # from model.init_from, not the random-init fields
+    np.testing.assert_array_equal(teacher.score_pairs(*PAIRS), reference.score_pairs(*PAIRS))
+
+    random_init = {**job_config, "model": {**model, "init_from": "", "tokenizer_dir": str(hf_cross_encoder)}}
+    record = record_from_job_config(random_init, "runs/old")
+    assert record.head == "cross_encoder" and record.tokenizer_dir == str(hf_cross_encoder)
+    assert BertConfig.from_hf(record.config) == BertConfig(
+        vocab_size=len(reference.scorer.tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=32, pad_token_id=0)
+    with pytest.raises(ConfigError, match="runs/old: the checkpoint has no model record and is of task 't5_reverse'"):
+        record_from_job_config({**job_config, "task": "t5_reverse"}, "runs/old")
+    with pytest.raises(ConfigError, match="names neither model.tokenizer_dir nor model.init_from"):
+        record_from_job_config({**job_config, "model": {**model, "init_from": ""}}, "runs/old")
+    with pytest.raises(ConfigError, match="runs/old: the checkpoint's config lacks model.hidden_size"):
+        record_from_job_config({"task": "cross_encoder", "model": {"tokenizer_dir": str(hf_cross_encoder)}},
+                               "runs/old")
+
+
+def test_tokenizer_digest_ignores_call_settings_and_follows_the_vocabulary(tmp_path):
+    import transformers
+
+    from distill_ret.hf.identity import load_tokenizer, tokenizer_digest
+    from tests.teacher_helpers import write_tokenizer
+
+    write_tokenizer(tmp_path / "tok")
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    fresh = tokenizer_digest(tokenizer)
+    tokenizer(["wing lift drag"], truncation=True, max_length=2, padding="max_length")  # sets truncation and padding
+    assert tokenizer_digest(tokenizer) == fresh == tokenizer_digest(load_tokenizer(tmp_path / "tok"))
+    vocab = dict(tokenizer.get_vocab())
+    vocab["wings"] = vocab.pop("wing")
+    assert tokenizer_digest(transformers.BertTokenizerFast(vocab=vocab, do_lower_case=True)) != fresh

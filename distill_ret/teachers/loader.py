@@ -1,9 +1,9 @@
 """Builds a teacher from a config section (`kind`, `path` and scoring options), for every mode and task that uses one.
 
-The section's fields: kind (cross_encoder | dense | run_file), path (a `train` workdir of task cross_encoder or a
-BertForSequenceClassification Hugging Face directory; a BERT Hugging Face directory; a TREC run), max_length
-(0 = the checkpoint's training length, 256 for Hugging Face directories), batch_size, bucket_step, pooling and
-normalize (dense only), show_progress.
+The section's fields: kind (cross_encoder | dense | run_file), path (a `train` workdir whose checkpoints hold a
+cross-encoder, or a BertForSequenceClassification Hugging Face directory; a BERT Hugging Face directory; a TREC
+run), max_length (0 = the checkpoint's training length, 256 for Hugging Face directories), batch_size, bucket_step,
+pooling and normalize (dense only), show_progress.
 """
 from __future__ import annotations
 

@@ -1,25 +1,20 @@
 """(query, passage) pairs as cross-encoder inputs: `[CLS] query [SEP] title text [SEP]` with token types 0 / 1.
 
-Pairs are tokenised once (variable length, truncated to `max_length`, longest side first); `pad_pairs` pads a
-batch of them to one bucket length (batches are planned by `distill_ret.index.plan_batches`).
+Pairs are tokenised once (variable length, truncated to `max_length`, longest side first) into encoding-engine
+examples ({"input_ids", "token_type_ids"}: [length] int32 each); `pad_pairs` pads a group of them to one length
+(the engine plans and pads its own batches, `distill_ret.index.EncodingEngine`).
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from distill_ret import index
 from distill_ret.bm25 import document_text
 from distill_ret.data import formats
 
-
-@dataclasses.dataclass(frozen=True)
-class EncodedPair:
-    """One tokenised pair, unpadded."""
-
-    input_ids: np.ndarray  # [length] int32
-    token_type_ids: np.ndarray  # [length] int32: 0 for [CLS] query [SEP], 1 for passage [SEP]
+FEATURES = ("input_ids", "token_type_ids")  # token types: 0 for [CLS] query [SEP], 1 for passage [SEP]
 
 
 def passage_text(document: formats.Document) -> str:
@@ -27,7 +22,7 @@ def passage_text(document: formats.Document) -> str:
     return document_text(document)
 
 
-def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max_length: int) -> list[EncodedPair]:
+def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max_length: int) -> list[index.Example]:
     """Tokenises (query, passage) pairs with a Hugging Face tokenizer; truncates the longer side first."""
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries for {len(passages)} passages")
@@ -37,24 +32,10 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
         list(queries), list(passages), truncation="longest_first", max_length=max_length, padding=False,
         return_token_type_ids=True, return_attention_mask=False,
     )
-    return [
-        EncodedPair(np.asarray(ids, dtype=np.int32), np.asarray(types, dtype=np.int32))
-        for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])
-    ]
+    return [{"input_ids": np.asarray(ids, np.int32), "token_type_ids": np.asarray(types, np.int32)}
+            for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
 
 
-def pad_pairs(pairs: Sequence[EncodedPair], length: int, rows: int, pad_token_id: int = 0) -> dict[str, np.ndarray]:
+def pad_pairs(pairs: Sequence[index.Example], length: int, rows: int, pad_token_id: int = 0) -> dict[str, np.ndarray]:
     """Pads pairs to [rows, length] arrays (input_ids, attention_mask, token_type_ids); extra rows are all padding."""
-    if len(pairs) > rows:
-        raise ValueError(f"{len(pairs)} pairs do not fit in {rows} rows")
-    input_ids = np.full((rows, length), pad_token_id, dtype=np.int32)  # [rows, length]
-    attention_mask = np.zeros((rows, length), dtype=np.int32)  # [rows, length]
-    token_type_ids = np.zeros((rows, length), dtype=np.int32)  # [rows, length]
-    for row, pair in enumerate(pairs):
-        size = len(pair.input_ids)
-        if size > length:
-            raise ValueError(f"pair {row} has {size} tokens, more than the padded length {length}")
-        input_ids[row, :size] = pair.input_ids
-        attention_mask[row, :size] = 1
-        token_type_ids[row, :size] = pair.token_type_ids
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    return index.pad_examples(pairs, FEATURES, length, rows, pad_token_id)
