@@ -4,17 +4,20 @@ Our tree (`distill_ret/models/t5.py`) follows t5x names; Hugging Face stores tor
 kernel is transposed. The relative attention bias lives in block 0 of each stack. `shared.weight` may be repeated
 as `encoder/decoder.embed_tokens.weight` (and, for v1.0, `lm_head.weight`): repeats must equal it. A v1.1 checkpoint
 without `lm_head.weight` (transformers 5 ties it when the config asks for no logit scaling) gets its lm head from
-`shared.weight`.
+`shared.weight`. Both directions check every tensor's shape against the config (`param_shapes`).
 """
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import transformers
+from flax import traverse_util
 
 from distill_ret.hf import core
 from distill_ret.hf.core import Mapping, transpose
-from distill_ret.models.t5 import T5Config
+from distill_ret.models.t5 import T5, T5Config
 
 MODEL_TYPE = "t5"
 CONFIG_CLASS = T5Config
@@ -66,21 +69,56 @@ def table(config: T5Config) -> list[Mapping]:
     return core.expand(entries, {"i": config.num_layers, "j": config.num_decoder_layers})
 
 
-def load(hf_config: dict[str, Any], tensors: dict[str, np.ndarray], source: str) -> tuple[T5Config, dict]:
-    """config.json contents + safetensors tensors -> (T5Config, params)."""
+REQUIRED_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+
+
+def config_from_dict(hf_config: dict[str, Any], source: str, **overrides) -> T5Config:
+    """A config.json dict -> T5Config, every value checked first; HfCheckpointError names `source` and the key."""
+    core.check_config_values(
+        hf_config, required=REQUIRED_FIELDS,
+        positive=REQUIRED_FIELDS + ("num_decoder_layers", "relative_attention_num_buckets",
+                                    "relative_attention_max_distance"),
+        token_ids=("pad_token_id", "eos_token_id", "decoder_start_token_id"),
+        rates=("dropout_rate", "layer_norm_epsilon"), strings=("feed_forward_proj",), source=source,
+    )
     try:
-        config = T5Config.from_hf(transformers.T5Config.from_dict(hf_config))
-    except (ValueError, TypeError) as error:
-        raise core.HfCheckpointError(f"{source}/{core.CONFIG_FILE}: {error}") from None
+        return T5Config.from_hf(transformers.T5Config.from_dict(hf_config), **overrides)
+    except core.CONFIG_VALUE_ERRORS as error:
+        raise core.HfCheckpointError(f"{source}: {' '.join(str(error).split())}") from None
+
+
+def param_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter of `T5(config)` (traced abstractly; nothing runs)."""
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    params = nn.unbox(jax.eval_shape(T5(config).init, rng, ids, ids)["params"])
+    return {path: leaf.shape for path, leaf in traverse_util.flatten_dict(params, sep="/").items()}
+
+
+def load(hf_config: dict[str, Any], tensors: dict[str, np.ndarray], source: str) -> tuple[T5Config, dict]:
+    """config.json contents + safetensors tensors -> (T5Config, params); shapes are checked against the config."""
+    config = config_from_dict(hf_config, f"{source}/{core.CONFIG_FILE}")
+    core.check_layer_count(tensors, "encoder.block.{i}.layer.0.layer_norm.weight", config.num_layers, "num_layers",
+                           source)
+    core.check_layer_count(tensors, "decoder.block.{i}.layer.0.layer_norm.weight", config.num_decoder_layers,
+                           "num_decoder_layers", source)
     entries = table(config)
     entries += [Mapping(EMBEDDING, name) for name in TIED_EMBEDDINGS if name in tensors]
     if config.tie_word_embeddings and LM_HEAD in tensors:
         entries.append(Mapping(EMBEDDING, LM_HEAD))  # must equal shared.weight: v1.0 ties the output layer
     elif not config.tie_word_embeddings and LM_HEAD not in tensors:
         entries = [m for m in entries if m.flax != LOGITS_KERNEL] + [Mapping(LOGITS_KERNEL, SHARED, transpose)]
-    return config, core.hf_to_params(tensors, entries, ignore=IGNORED, source=source)
+    params = core.hf_to_params(tensors, entries, ignore=IGNORED, source=source)
+    core.check_shapes(params, param_shapes(config), entries, source)
+    return config, params
 
 
 def dump(params: dict, config: T5Config) -> tuple[transformers.T5Config, dict[str, np.ndarray]]:
-    """(params, T5Config) -> (transformers.T5Config, tensors named as in T5ForConditionalGeneration)."""
-    return config.to_hf(), core.params_to_hf(nn.unbox(params), table(config))
+    """(params, T5Config) -> (transformers.T5Config, tensors named as in T5ForConditionalGeneration).
+
+    Every parameter's shape must be the one `config` gives (HfCheckpointError otherwise).
+    """
+    params = nn.unbox(params)
+    entries = table(config)
+    core.check_shapes(params, param_shapes(config), entries, "parameters")
+    return config.to_hf(), core.params_to_hf(params, entries)
