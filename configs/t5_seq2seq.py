@@ -4,7 +4,14 @@
 (mesh, sharded jitted step, grain pipeline, orbax checkpoints with resume, metrics) in a minute on a CPU.
 Presets: `tiny` (2+2 layers, d_model 64, CPU) and `small` (T5-small shape: 6+6 layers, d_model 512, vocab 32128).
 """
+import importlib.util
+import pathlib
+
 import ml_collections
+
+_COMMON = importlib.util.spec_from_file_location("configs_common", pathlib.Path(__file__).with_name("common.py"))
+common = importlib.util.module_from_spec(_COMMON)
+_COMMON.loader.exec_module(common)
 
 PRESETS = {
     "tiny": dict(
@@ -25,10 +32,7 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset_name = arg or "tiny"
-    if preset_name not in PRESETS:
-        raise ValueError(f"unknown preset {preset_name!r} for configs/t5_seq2seq.py; presets: {sorted(PRESETS)}")
-    preset = PRESETS[preset_name]
+    preset = PRESETS[common.pick_preset(PRESETS, arg, __file__)]
     config = ml_collections.ConfigDict()
     config.task = "t5_reverse"  # registered task (distill_ret/training/tasks.py TASKS)
 
@@ -46,6 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.feed_forward_proj = "relu"  # "relu" (T5 v1.0) or "gated-gelu" (v1.1)
     config.model.tie_word_embeddings = True  # share input embedding and output projection (v1.0)
     config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (parameters stay float32)
+    config.model.init_from = ""  # a t5_reverse run's workdir or an HF T5 directory of this architecture; "" = random
+    config.model.init_step = "best"  # when init_from is a run: its "best" or "latest" checkpoint, or a step number
 
     config.data = ml_collections.ConfigDict()
     config.data.seed = 0  # example i is generated from (seed, i); evaluation uses seed + 1
@@ -55,38 +61,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.num_train = preset["data"]["num_train"]  # training examples (reshuffled every epoch)
     config.data.num_eval = preset["data"]["num_eval"]  # evaluation examples
 
-    config.train = ml_collections.ConfigDict()
-    config.train.seed = 0  # parameter init, dropout and data order
-    config.train.batch_size = preset["train"]["batch_size"]  # global batch (all processes), divisible by data x fsdp
-    config.train.grad_accum_steps = 1  # micro-batches per step (lax.scan); batch_size must be divisible by it
-    config.train.num_steps = preset["train"]["num_steps"]  # optimizer updates
-    config.train.learning_rate = preset["train"]["learning_rate"]  # peak learning rate
-    config.train.warmup_steps = preset["train"]["warmup_steps"]  # linear warm-up from 0
-    config.train.decay = "linear"  # after warm-up: "linear", "cosine" or "constant"
-    config.train.end_learning_rate_fraction = 0.0  # final learning rate / peak
-    config.train.weight_decay = 0.01  # AdamW decoupled weight decay (matrices only)
-    config.train.adam_b1 = 0.9  # Adam first-moment decay
-    config.train.adam_b2 = 0.999  # Adam second-moment decay
-    config.train.adam_eps = 1e-8  # Adam epsilon
-    config.train.grad_clip_norm = 1.0  # clip gradients to this global norm; 0 = off
-    config.train.log_every = 10  # steps between metric records (means over the interval)
-    config.train.eval_every = 100  # steps between evaluations (and at the end); 0 = no evaluation
-    config.train.prefetch = 2  # host batches prepared ahead by a background thread; 0 = none
+    config.train = common.train(**preset["train"], log_every=10)  # batch_size, num_steps, learning_rate, warmup_steps
+    config.mesh = common.mesh("fsdp_model")
 
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.data = -1  # data-parallel axis size; -1 = all devices not used by the other axes
-    config.mesh.fsdp = 1  # fully-sharded data-parallel axis size (parameters split over it)
-    config.mesh.model = 1  # tensor-parallel axis size
-    config.mesh.rules = "fsdp_model"  # logical-axis rules: "data_parallel" or "fsdp_model"
+    config.evals = ml_collections.ConfigDict()  # named evaluators (training.evaluators), logged as <name>/<measure>
+    config.evals.dev = common.batches_evaluator(every=100, batch_size=preset["train"]["batch_size"], num_batches=4)
 
-    config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = preset["train"]["batch_size"]  # global evaluation batch
-    config.eval.num_batches = 4  # evaluation batches (the same ones each time)
-
-    config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.every = preset["checkpoint"]["every"]  # steps between checkpoints (and always at the end)
-    config.checkpoint.keep = 3  # checkpoints kept (the latest ones, or the best ones with best_metric)
-    config.checkpoint.async_save = True  # write checkpoints in the background
-    config.checkpoint.best_metric = ""  # eval metric that ranks checkpoints to keep, e.g. "loss"; "" = keep latest
-    config.checkpoint.best_mode = "min"  # "min" or "max" for best_metric
+    config.checkpoint = common.checkpoint(every=preset["checkpoint"]["every"], keep=3, best_metric="", best_mode="min")
     return config
