@@ -26,6 +26,7 @@ MODES = {
     "export": "distill_ret.hf.export:export_from_config",
     "rerank": "distill_ret.teachers.rerank:run_from_config",
     "retrieve": "distill_ret.dgr.retrieve:run_from_config",
+    "mine": "distill_ret.fgd.mine:mine_from_config",
 }
 EXIT_ERROR = 1
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -27,6 +27,7 @@ import transformers
 from distill_ret import hf
 from distill_ret.dgr import export_student
 from distill_ret.errors import ConfigError
+from distill_ret.fgd import export_st
 from distill_ret.hf import core
 from distill_ret.models import heads
 from distill_ret.models.bert import BertConfig
@@ -47,6 +48,7 @@ class Source:
     config_origin: str  # names the field or record that gave `model_config`
     origin: str  # the checkpoint step or directory the params came from
     tokenizer_candidates: tuple[tuple[str, str], ...]  # (what names it, directory), in order of preference
+    bi_encoder_options: dict | None = None  # a bi-encoder record's pooling/normalize: also a sentence-transformers dir
 
 
 def read_checkpoint(run_workdir: str | os.PathLike, step: int = -1) -> checkpointing.RunCheckpoint:
@@ -103,8 +105,10 @@ def _checkpoint_source(config: ml_collections.ConfigDict) -> Source:
                     f"(record vs config_dir: {'; '.join(differences)}); leave config.model.config_dir empty"
                 )
         recorded_tokenizer = ("the run's model record (tokenizer_dir)", run.model.get("tokenizer_dir") or "")
+        options = dict(run.model.get("options", {}), max_seq_length=run.job_config.get("data", {}).get(
+            "max_length", model_config.max_position_embeddings)) if run.model.get("head") == "bi_encoder" else None
         return Source(run.params, model_config, record_origin, origin,
-                      (recorded_tokenizer, ("config.model.config_dir", config_dir)))
+                      (recorded_tokenizer, ("config.model.config_dir", config_dir)), options)
     init_from = str(saved_model.get("init_from") or "")
     if config_dir:
         field, directory = "config.model.config_dir", config_dir
@@ -210,6 +214,11 @@ def export_from_config(config: ml_collections.ConfigDict, workdir: str) -> pathl
                                                            source.model_config)
     written = core.write_directory(output_dir, tensors, hf_config, copies=tokenizer_files,
                                    overwrite=config.export.overwrite)
+    if source.bi_encoder_options is not None:
+        options = source.bi_encoder_options
+        export_st.write_layout(written, pooling=options["pooling"], normalize=bool(options["normalize"]),
+                               hidden_size=source.model_config.hidden_size,
+                               max_seq_length=int(options["max_seq_length"]))
     architectures = ", ".join(hf_config.architectures or ["?"])
     print(f"export: {source.origin} -> {written} ({architectures}, tokenizer from {tokenizer_dir})")
     return written

@@ -96,6 +96,7 @@ class Task:
 TASKS = {
     "t5_reverse": "distill_ret.training.reverse_task:build_task",
     "cross_encoder": "distill_ret.teachers.cross_encoder_task:build_task",
+    "fgd": "distill_ret.fgd.task:build_task",
 }
 
 
