@@ -28,6 +28,7 @@ from distill_ret.training.tasks import Batch, Metrics, RandomAccessSource, Task
 EVALUATOR_KINDS = {
     "batches": "distill_ret.training.evaluators:build_batch_evaluator",
     "rerank": "distill_ret.teachers.cross_encoder_task:build_rerank_evaluator",
+    "fgd_dense": "distill_ret.fgd.retrieval:build_dense_evaluator",
 }
 
 

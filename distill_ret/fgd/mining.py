@@ -1,0 +1,260 @@
+"""Hard negatives for FGD: documents from the current student over the whole corpus, then passages and sentences
+chosen hierarchically by the student's span scores (eq. 14-15), saved as a fingerprinted file.
+
+Documents (N^0 minus the positives): the student's exact top-k over every document (`index.top_k_search`), minus
+every document the query has a judgement with gain > 0 for, best first. Passages (N^1): among the passages of the
+query's negative documents, the ones the student scores highest, s(q, x) = <Enc(q), Enc(x|d)> with the training
+representation (`fgd.spans`). Sentences (N^2): among the sentences of those negative passages only, the highest
+scored. Pieces that truncation removed from a document's encoding are never chosen.
+
+File (`write_negatives` / `read_negatives`): JSON lines; line 1 is {"format", "fingerprint"}, then one line per
+query {"query_id", "documents": [doc ids], "passages": [[doc id, passage index]], "sentences": [[doc id, sentence
+index]]}. The fingerprint names the student's weights, the data and every mining option; a file made from other
+inputs is refused (StaleNegativesError naming the file and the differing fields), never overwritten. The file is
+written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from distill_ret import index
+from distill_ret.data import formats
+from distill_ret.data.segment import SegmentedDocument
+from distill_ret.errors import UserError
+from distill_ret.fgd import spans
+from distill_ret.models import heads
+
+FORMAT_VERSION = "fgd-negatives-v1"
+Piece = tuple[str, int]  # (document id, piece index in its segmentation)
+
+
+class StaleNegativesError(UserError, ValueError):
+    """A negatives file was mined from other inputs (student, data or options) than the ones it is asked to serve."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryNegatives:
+    """The hard negatives of one query at every granularity."""
+
+    documents: tuple[str, ...]
+    passages: tuple[Piece, ...] = ()
+    sentences: tuple[Piece, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DocumentPieces:
+    """A document's embedding and its piece embeddings from the student (document tower, training representation)."""
+
+    document: np.ndarray  # [hidden] float32: the document's own embedding (what single-vector retrieval uses)
+    passages: np.ndarray  # [passages, hidden] float32
+    passage_valid: np.ndarray  # [passages] bool: the passage kept tokens after truncation
+    sentences: np.ndarray  # [sentences, hidden] float32
+    sentence_valid: np.ndarray  # [sentences] bool
+    sentence_passage: np.ndarray  # [sentences] int32: the passage each sentence belongs to
+
+
+def relevant(judged: Mapping[str, int]) -> set[str]:
+    """Documents judged relevant (gain > 0): never a negative."""
+    return {doc_id for doc_id, gain in judged.items() if gain > 0}
+
+
+def document_negatives(
+    query_ids: Sequence[str],
+    query_embeddings: np.ndarray,
+    doc_ids: Sequence[str],
+    doc_embeddings: np.ndarray,
+    qrels: Mapping[str, Mapping[str, int]],
+    num_negatives: int,
+    **search_options,
+) -> dict[str, list[str]]:
+    """query id -> its `num_negatives` best-scored documents that are not judged relevant, best first.
+
+    query_embeddings [queries, hidden], doc_embeddings [docs, hidden]; the search is exact over every document.
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    most_relevant = max((len(relevant(qrels.get(qid, {}))) for qid in query_ids), default=0)
+    _, indices = index.top_k_search(query_embeddings, doc_embeddings, num_negatives + most_relevant,
+                                    **search_options)  # [queries, k]
+    negatives = {}
+    for qid, row in zip(query_ids, indices):
+        excluded = relevant(qrels.get(qid, {}))
+        negatives[qid] = [doc_ids[i] for i in row if doc_ids[i] not in excluded][:num_negatives]
+    return negatives
+
+
+def _top(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` largest scores, best first; ties keep their order."""
+    return np.argsort(-scores, kind="stable")[:count]
+
+
+def piece_negatives(
+    query_embedding: np.ndarray,
+    negative_documents: Sequence[str],
+    pieces: Mapping[str, DocumentPieces],
+    num_passages: int,
+    num_sentences: int,
+) -> tuple[list[Piece], list[Piece]]:
+    """Eq. 14-15 for one query: (passages of the negative documents, sentences of those negative passages), each
+    the ones the student scores highest, best first. query_embedding [hidden]."""
+    candidates: list[Piece] = []
+    scores = []
+    for doc_id in negative_documents:
+        document = pieces[doc_id]
+        for passage in np.flatnonzero(document.passage_valid):
+            candidates.append((doc_id, int(passage)))
+            scores.append(float(document.passages[passage] @ query_embedding))
+    chosen_passages = [candidates[i] for i in _top(np.asarray(scores, np.float64), num_passages)]
+    chosen = set(chosen_passages)
+    candidates, scores = [], []
+    for doc_id in dict.fromkeys(doc_id for doc_id, _ in chosen_passages):
+        document = pieces[doc_id]
+        for sentence in np.flatnonzero(document.sentence_valid):
+            if (doc_id, int(document.sentence_passage[sentence])) in chosen:
+                candidates.append((doc_id, int(sentence)))
+                scores.append(float(document.sentences[sentence] @ query_embedding))
+    chosen_sentences = [candidates[i] for i in _top(np.asarray(scores, np.float64), num_sentences)]
+    return chosen_passages, chosen_sentences
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+def document_piece_embeddings(
+    model: heads.BiEncoder,
+    params: Any,
+    documents: Mapping[str, SegmentedDocument],
+    *,
+    length: int,
+    representation: str = "global",
+    batch_size: int = 16,
+) -> dict[str, DocumentPieces]:
+    """Each document's embedding and every passage and sentence embedding (one forward pass per batch of documents).
+
+    Piece counts are padded to multiples of 8, so few shapes are compiled."""
+    encode = jax.jit(functools.partial(spans.granularity_embeddings, model, representation=representation))
+    doc_ids = list(documents)
+    result = {}
+    for start in range(0, len(doc_ids), batch_size):
+        names = doc_ids[start:start + batch_size]
+        batch_docs = [documents[name] for name in names]
+        while len(batch_docs) < batch_size:  # one batch shape
+            batch_docs.append(batch_docs[0])
+        num_passages = _round_up(max(len(d.passage_spans) for d in batch_docs), 8)
+        num_sentences = _round_up(max(len(d.sentence_spans) for d in batch_docs), 8)
+        batch = spans.batch_documents(batch_docs, length=length, num_passages=num_passages,
+                                      num_sentences=num_sentences,
+                                      piece_length=length if representation == "separate" else 0)
+        document_embeddings, embeddings = encode(params, batch.input_ids, batch.attention_mask, batch.span_mask,
+                               piece_input_ids=batch.piece_input_ids,
+                               piece_attention_mask=batch.piece_attention_mask)  # [docs, pieces, hidden]
+        embeddings = np.asarray(embeddings, np.float32)  # [docs, pieces, hidden]
+        document_embeddings = np.asarray(document_embeddings, np.float32)  # [docs, hidden]
+        for row, name in enumerate(names):
+            document = documents[name]
+            passages, sentences = len(document.passage_spans), len(document.sentence_spans)
+            result[name] = DocumentPieces(
+                document=document_embeddings[row], passages=embeddings[row, :passages],
+                passage_valid=document.passage_mask,
+                sentences=embeddings[row, num_passages:num_passages + sentences],
+                sentence_valid=document.sentence_mask, sentence_passage=document.sentence_passage)
+    return result
+
+
+def hierarchical_negatives(
+    query_ids: Sequence[str],
+    query_embeddings: np.ndarray,
+    document_negatives_: Mapping[str, Sequence[str]],
+    pieces: Mapping[str, DocumentPieces],
+    num_passages: int,
+    num_sentences: int,
+) -> dict[str, QueryNegatives]:
+    """Every query's documents, passages and sentences (`piece_negatives`); query_embeddings [queries, hidden]."""
+    negatives = {}
+    for qid, embedding in zip(query_ids, np.asarray(query_embeddings, np.float32)):
+        documents = tuple(document_negatives_[qid])
+        passages, sentences = piece_negatives(embedding, documents, pieces, num_passages, num_sentences)
+        negatives[qid] = QueryNegatives(documents, tuple(passages), tuple(sentences))
+    return negatives
+
+
+def data_digest(documents: Mapping[str, str], queries: Mapping[str, str],
+                qrels: Mapping[str, Mapping[str, int]]) -> str:
+    """sha256 of the corpus texts, the queries and the judgements (in a canonical order)."""
+    digest = hashlib.sha256()
+    for name, part in (("documents", documents), ("queries", queries), ("qrels", qrels)):
+        digest.update(json.dumps([name, sorted(part.items())], ensure_ascii=False, sort_keys=True).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def fingerprint(student: str, data: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """What a negatives file must match: the student's identity, the data digest and the mining options."""
+    return {"student": student, "data": data, "format": FORMAT_VERSION,
+            **{f"option.{key}": str(value) for key, value in sorted(options.items())}}
+
+
+def write_negatives(path: str | os.PathLike, negatives: Mapping[str, QueryNegatives],
+                    fingerprint_: Mapping[str, str]) -> None:
+    """The file described in the module docstring, written to a temporary name and renamed."""
+    with formats.atomic_write(path) as handle:
+        handle.write(json.dumps({"format": FORMAT_VERSION, "fingerprint": dict(fingerprint_)}, sort_keys=True) + "\n")
+        for qid, entry in negatives.items():
+            handle.write(json.dumps({"query_id": qid, "documents": list(entry.documents),
+                                     "passages": [list(p) for p in entry.passages],
+                                     "sentences": [list(s) for s in entry.sentences]}, ensure_ascii=False) + "\n")
+
+
+def read_fingerprint(path: str | os.PathLike) -> dict[str, str]:
+    """The fingerprint on a negatives file's first line (FormatError naming the file when it is not one)."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    try:
+        header = json.loads(first)
+        if header.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {header.get('format')!r}, expected {FORMAT_VERSION!r}")
+        return {str(k): str(v) for k, v in header["fingerprint"].items()}
+    except (ValueError, KeyError, AttributeError, TypeError) as error:
+        raise formats.FormatError(path, 1, f"not an FGD negatives file ({error})") from None
+
+
+def check_fingerprint(path: str | os.PathLike, expected: Mapping[str, str]) -> None:
+    """StaleNegativesError unless the file at `path` was mined from exactly the `expected` inputs."""
+    stored = read_fingerprint(path)
+    if stored != dict(expected):
+        differing = sorted(key for key in set(stored) | set(expected) if stored.get(key) != expected.get(key))
+        details = "; ".join(f"{key}: file has {stored.get(key)!r}, inputs give {expected.get(key)!r}"
+                            for key in differing)
+        raise StaleNegativesError(f"{path}: these negatives were mined from other inputs ({details}); delete the "
+                                  "file or choose another output to mine again")
+
+
+def read_negatives(path: str | os.PathLike,
+                   expected_fingerprint: Mapping[str, str] | None = None) -> dict[str, QueryNegatives]:
+    """query id -> QueryNegatives from a file; refuses a stale one when `expected_fingerprint` is given."""
+    if expected_fingerprint is None:
+        read_fingerprint(path)
+    else:
+        check_fingerprint(path, expected_fingerprint)
+    negatives = {}
+    with open(path, encoding="utf-8") as handle:
+        next(handle)
+        for line_number, line in enumerate(handle, start=2):
+            try:
+                record = json.loads(line)
+                entry = QueryNegatives(tuple(str(d) for d in record["documents"]),
+                                       tuple((str(d), int(i)) for d, i in record["passages"]),
+                                       tuple((str(d), int(i)) for d, i in record["sentences"]))
+                negatives[str(record["query_id"])] = entry
+            except (ValueError, KeyError, TypeError) as error:
+                raise formats.FormatError(path, line_number, f"not a negatives record ({error})") from None
+    return negatives
