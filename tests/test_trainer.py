@@ -346,3 +346,22 @@ def test_tensorboard_tags_are_legal_and_a_resume_does_not_repeat_steps(tmp_path,
     writer.close()
     assert "is illegal" not in caplog.text
     assert training_helpers.tensorboard_scalars(tmp_path / "tags" / "tensorboard") == [(1, "eval/dev/nDCG_at_10", 0.5)]
+
+
+def test_a_restart_within_the_same_second_keeps_the_earlier_event_file(tmp_path, monkeypatch):
+    # tensorboardX names event files by the second they were opened: without a unique suffix, the resumed run's
+    # file replaced the interrupted run's, losing its steps 1-2.
+    import tensorboardX.event_file_writer
+
+    monkeypatch.setattr(tensorboardX.event_file_writer.time, "time", lambda: 1_700_000_000.0)
+    first = metrics.MetricWriter(tmp_path, start_step=0, num_steps=4, enabled=True)
+    for step in range(1, 5):
+        first.write(step, "train", {"loss": float(step)})
+    first.close()
+    resumed = metrics.MetricWriter(tmp_path, start_step=2, num_steps=4, enabled=True)
+    for step in (3, 4):
+        resumed.write(step, "train", {"loss": 10.0 * step})
+    resumed.close()
+    scalars = training_helpers.tensorboard_scalars(tmp_path / "tensorboard")
+    assert [(step, value) for step, tag, value in scalars if tag == "train/loss"] == [
+        (1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]

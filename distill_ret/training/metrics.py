@@ -15,6 +15,7 @@ import math
 import os
 import pathlib
 import re
+import time
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -105,9 +106,11 @@ class MetricWriter:
         self._log_path = workdir / "metrics.jsonl"
         truncate_log(self._log_path, start_step)
         self._log = self._log_path.open("a")
-        # A resumed run starts a new event file whose purge marker drops the old file's steps after `start_step`.
-        self._tensorboard = SummaryWriter(str(workdir / "tensorboard"),
-                                          purge_step=start_step + 1 if start_step else None)
+        # Every run (fresh or resumed) starts a new event file whose purge marker drops what earlier files logged after
+        # `start_step`. tensorboardX names files by the second they were opened; the nanosecond suffix keeps a restart
+        # within the same second from overwriting the previous file, and keeps name order = opening order.
+        self._tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step + 1,
+                                          filename_suffix=f".{time.time_ns():020d}")
         self._progress = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
