@@ -59,7 +59,8 @@ def test_a_batches_evaluation_is_the_token_weighted_mean_over_its_batches(mesh):
 
 
 @pytest.mark.parametrize("section, message", [
-    (batches(kind="bleu"), "config.evals.dev.kind='bleu': expected one of ['batches', 'fgd_dense', 'rerank']"),
+    (batches(kind="bleu"), "config.evals.dev.kind='bleu': expected one of "
+                           "['batches', 'fgd_dense', 'generative', 'rerank']"),
     (batches(kind="rerank"), "config.evals.dev.kind='rerank': task 'token_mlp' provides no inputs for it "
                              "(it supports ['batches'])"),
     (batches(every=-2), "config.evals.dev.every=-2: must be an integer >= 0"),

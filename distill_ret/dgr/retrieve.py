@@ -243,7 +243,7 @@ def check_config(config: ml_collections.ConfigDict) -> tuple[identifiers.Options
     return options, evaluation.measures_from_config(config.eval)
 
 
-def _encoder(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh) -> tuple[str, identifiers.EmbedFn]:
+def semantic_encoder(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh) -> tuple[str, identifiers.EmbedFn]:
     """(identity of the semantic view's encoder, texts -> embeddings through it, cached in the workdir)."""
     from distill_ret.teachers.dense import DenseTeacher
 
@@ -274,7 +274,7 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     step = str(config.model.step)
     student = load_student(config.model.path, int(step) if step.isdigit() else step)
     mesh = partitioning.create_mesh({name: config.mesh[name] for name in ("data", "fsdp", "model")})
-    encoder_source, embed = _encoder(config, workdir, mesh) if options.weights["semantic"] else ("", None)
+    encoder_source, embed = semantic_encoder(config, workdir, mesh) if options.weights["semantic"] else ("", None)
     tokenizer_dir = config.identifiers.tokenizer_dir or student.tokenizer_dir
     check_tokenizer_fits(student, tokenizer_dir, options)
     identifier_dir = config.identifiers.dir or os.path.join(workdir, "identifiers")

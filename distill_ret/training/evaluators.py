@@ -8,8 +8,8 @@ and always at the last step; 0 = never); the other fields belong to the kind. Re
 `<name>/<measure>`, and `checkpoint.best_metric` names one of them.
 
 Kinds: "batches" (below: the task's pure eval_fn averaged over a fixed list of batches, as sums and counts);
-"rerank" (the cross-encoder's dev reranking, `teachers.cross_encoder_task`). Dense retrieval and constrained
-generative retrieval are peers to come.
+"rerank" (the cross-encoder's dev reranking, `teachers.cross_encoder_task`); "fgd_dense" (`fgd.retrieval`);
+"generative" (constrained generative retrieval, `dgr.task`).
 """
 import dataclasses
 import importlib
@@ -29,6 +29,7 @@ EVALUATOR_KINDS = {
     "batches": "distill_ret.training.evaluators:build_batch_evaluator",
     "rerank": "distill_ret.teachers.cross_encoder_task:build_rerank_evaluator",
     "fgd_dense": "distill_ret.fgd.retrieval:build_dense_evaluator",
+    "generative": "distill_ret.dgr.task:build_generative_evaluator",
 }
 
 

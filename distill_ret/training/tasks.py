@@ -97,6 +97,7 @@ TASKS = {
     "t5_reverse": "distill_ret.training.reverse_task:build_task",
     "cross_encoder": "distill_ret.teachers.cross_encoder_task:build_task",
     "fgd": "distill_ret.fgd.task:build_task",
+    "dgr": "distill_ret.dgr.task:build_task",
 }
 
 
