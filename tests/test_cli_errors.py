@@ -55,6 +55,10 @@ DEMO = ("demo", "--config={C}/demo.py:small", "--workdir={S}/work")
 TRAIN = ("train", "--config={C}/t5_seq2seq.py:tiny", "--workdir={S}/work")
 EXPORT_HF = ("export", "--config={C}/export.py:hf", "--workdir={S}/work")
 EXPORT_CHECKPOINT = ("export", "--config={C}/export.py:checkpoint", "--workdir={S}/work")
+RETRIEVE = ("retrieve", "--config={C}/retrieve.py:cranfield", "--workdir={S}/work", "--config.data.beir_dir={S}/beir",
+            "--config.model.path={S}/hf_bad")
+MINE = ("mine", "--config={C}/fgd.py:tiny", "--workdir={S}/work", "--config.data.raw_dir={S}/beir",
+        "--config.data.data_dir={S}/data", "--config.model.init_from={S}/hf_bad")
 
 IN_PROCESS_CASES = [
     # build-data
@@ -126,6 +130,18 @@ IN_PROCESS_CASES = [
     case("export-missing-run", *EXPORT_CHECKPOINT, "--config.checkpoint.workdir={S}/absent", message="absent"),
     case("export-run-without-checkpoints", *EXPORT_CHECKPOINT, "--config.checkpoint.workdir={S}/work",
          message="checkpoint"),
+    # retrieve
+    case("retrieve-no-model", *RETRIEVE, "--config.model.path=", message="config.model.path"),
+    case("retrieve-missing-model", *RETRIEVE, "--config.model.path={S}/absent", message="absent"),
+    case("retrieve-zero-beams", *RETRIEVE, "--config.retrieve.num_beams=0", message="config.retrieve.num_beams=0"),
+    case("retrieve-unknown-aggregation", *RETRIEVE, "--config.retrieve.aggregation=mean",
+         message="config.retrieve.aggregation='mean'"),
+    case("retrieve-unknown-measure", *RETRIEVE, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
+    # mine
+    case("mine-no-student", *MINE, "--config.model.init_from=", message="config.model.init_from"),
+    case("mine-zero-passage-pool", *MINE, "--config.mine.passage_pool=0", message="config.mine.passage_pool=0"),
+    case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
+    case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
 ]
 
 SUBPROCESS_CASES = [
@@ -247,13 +263,13 @@ def assert_one_clean_error(item: Case, code: int, stderr: str, sandbox: pathlib.
     assert snapshot(sandbox) == before, "the case changed its workdir or inputs"
 
 
-@pytest.mark.parametrize("item", IN_PROCESS_CASES)
+@pytest.mark.parametrize("item", IN_PROCESS_CASES, ids=lambda item: item.id)
 def test_mode_errors_are_one_line_and_touch_nothing(item, in_process_results):
     result, sandbox, before = in_process_results[item.id]
     assert_one_clean_error(item, result["code"], result["stderr"], sandbox, before)
 
 
-@pytest.mark.parametrize("item", SUBPROCESS_CASES)
+@pytest.mark.parametrize("item", SUBPROCESS_CASES, ids=lambda item: item.id)
 def test_command_line_errors_are_one_line_and_touch_nothing(item, template, tmp_path):
     (sandbox, before), = make_sandboxes(template, tmp_path, [item]).values()
     done = subprocess.run([sys.executable, "-m", "distill_ret.main", *expand(item.argv, sandbox)], cwd=sandbox,
