@@ -1,4 +1,5 @@
-"""FGD bi-encoder for long documents (mode `train`, task `fgd`; mode `mine` between the stages):
+"""FGD bi-encoder for long documents (mode `train`, task `fgd`; mode `mine` between the stages; mode `retrieve`
+writes a dense run):
 
   distill-ret train --config=configs/fgd.py:cranfield_warmup --workdir=workdirs/fgd/stage1
   distill-ret mine  --config=configs/fgd.py:cranfield --workdir=workdirs/fgd/stage2 \
@@ -6,6 +7,8 @@
   distill-ret train --config=configs/fgd.py:cranfield --workdir=workdirs/fgd/stage2 \
       --config.model.init_from=workdirs/fgd/stage1 \
       --config.data.negatives_file=workdirs/fgd/stage2/inputs/negatives.jsonl
+  distill-ret retrieve --config=configs/fgd.py:cranfield --workdir=workdirs/fgd/stage2 \
+      --config.model.init_from=workdirs/fgd/stage2
 
 Presets: `cranfield_warmup` (stage 1: contrastive only, BM25 negatives, from MiniLM), `cranfield` (stage 2: FGD with
 the part-4 cross-encoder as the teacher at `teacher.path`), `tiny_warmup` / `tiny` (a random 2-layer BERT for tests:
@@ -101,4 +104,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evals.dev.gamma = 0.0  # multi-vector weight: s_doc + gamma * (max passage + max sentence); 0 = single
     config.evals.dev.batch_size = 8 if tiny else 32  # texts or documents per encoding batch
     common.add_measures(config.evals.dev, "MRR@100,nDCG@10,R@100")
+
+    config.retrieve = ml_collections.ConfigDict()  # mode retrieve: a dense run of the student
+    config.retrieve.split = "test"  # qrels split whose queries are retrieved; "" = every query (no metrics)
+    config.retrieve.depth = 100  # documents written per query
+    config.retrieve.gamma = 0.0  # multi-vector weight: s_doc + gamma * (max passage + max sentence); 0 = single
+    config.retrieve.batch_size = 8 if tiny else 32  # texts or documents per encoding batch
+    config.retrieve.name = ""  # output name: <workdir>/<name>.trec (+ .metrics.json); "" = retrieve-<split>
+    config.retrieve.per_query = False  # also write per-query values (<name>.per_query.tsv)
+    common.add_measures(config.retrieve, "MRR@100,nDCG@10,R@100")
     return config

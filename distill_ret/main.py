@@ -25,7 +25,7 @@ MODES = {
     "train": "distill_ret.training.trainer:run_from_config",
     "export": "distill_ret.hf.export:export_from_config",
     "rerank": "distill_ret.teachers.rerank:run_from_config",
-    "retrieve": "distill_ret.dgr.retrieve:run_from_config",
+    "retrieve": "distill_ret.retrieve_mode:run_from_config",
     "mine": "distill_ret.fgd.mine:mine_from_config",
 }
 EXIT_ERROR = 1

@@ -137,6 +137,8 @@ IN_PROCESS_CASES = [
     case("retrieve-unknown-aggregation", *RETRIEVE, "--config.retrieve.aggregation=mean",
          message="config.retrieve.aggregation='mean'"),
     case("retrieve-unknown-measure", *RETRIEVE, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
+    case("retrieve-fgd-zero-depth", "retrieve", *MINE[1:], "--config.retrieve.depth=0",
+         message="config.retrieve.depth=0: must be an integer >= 1"),
     # mine
     case("mine-no-student", *MINE, "--config.model.init_from=", message="config.model.init_from"),
     case("mine-zero-passage-pool", *MINE, "--config.mine.passage_pool=0", message="config.mine.passage_pool=0"),

@@ -47,6 +47,7 @@ LAYERS = {
     f"{PACKAGE}.demo": 6,
     f"{PACKAGE}.report": 6,
     f"{PACKAGE}.modes": 6,
+    f"{PACKAGE}.retrieve_mode": 6,
     f"{PACKAGE}.main": 7,
 }
 
