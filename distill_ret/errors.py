@@ -12,3 +12,14 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A job config is missing a required field or asks for something impossible; the message names the field."""
+
+
+def differing_fields(stored: dict, expected: dict) -> list[str]:
+    """The keys, sorted, on which two fingerprints disagree (present in only one counts as differing)."""
+    return sorted(key for key in set(stored) | set(expected) if stored.get(key) != expected.get(key))
+
+
+def describe_differences(stored: dict, expected: dict, holder: str) -> str:
+    """'key: <holder> has 'a', inputs give 'b'; ...' for every differing fingerprint field, for stale-file errors."""
+    return "; ".join(f"{key}: {holder} has {stored.get(key)!r}, inputs give {expected.get(key)!r}"
+                     for key in differing_fields(stored, expected))

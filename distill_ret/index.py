@@ -37,7 +37,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_ret.data import formats
-from distill_ret.errors import UserError
+from distill_ret.errors import UserError, describe_differences
 from distill_ret.models import heads
 from distill_ret.training import partitioning
 
@@ -332,9 +332,7 @@ def load_embeddings(directory: str | os.PathLike, fingerprint: Mapping[str, str]
     except (ValueError, KeyError, TypeError) as error:
         raise formats.FormatError(record_path, None, f"not an embedding-cache fingerprint ({error})") from None
     if stored != dict(fingerprint):
-        differing = sorted(key for key in set(stored) | set(fingerprint) if stored.get(key) != fingerprint.get(key))
-        details = "; ".join(f"{key}: cache has {stored.get(key)!r}, inputs give {fingerprint.get(key)!r}"
-                            for key in differing)
+        details = describe_differences(stored, dict(fingerprint), "cache")
         raise StaleEmbeddingCacheError(f"{record_path}: these embeddings were built from other inputs ({details}); "
                                        "delete the cache or choose another directory to rebuild it")
     data = embeddings_path.read_bytes()

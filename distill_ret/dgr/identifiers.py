@@ -37,7 +37,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from distill_ret.data import formats
 from distill_ret.dgr import semantic_ids
 from distill_ret.dgr import trie as trie_lib
-from distill_ret.errors import ConfigError, UserError
+from distill_ret.errors import ConfigError, UserError, differing_fields
 from distill_ret.hf.identity import load_tokenizer, tokenizer_digest
 
 VIEWS = ("title", "atomic", "semantic", "spans")
@@ -402,10 +402,9 @@ def build_or_load(directory: str | os.PathLike, corpus: Mapping[str, formats.Doc
                                         "choose another config.identifiers.dir")
         saved = read_metadata(directory)["fingerprint"]
         if saved != record:
-            differing = sorted(key for key in set(saved) | set(record) if saved.get(key) != record.get(key))
             raise StaleIdentifiersError(
                 f"{directory / METADATA_FILE}: these identifiers were built from other inputs (differing: "
-                f"{', '.join(differing)}); choose another config.identifiers.dir to build new ones")
+                f"{', '.join(differing_fields(saved, record))}); choose another config.identifiers.dir to build new ones")
         return read(directory), load_tokenizer(directory), directory
     if tokenizer is None:
         tokenizer = train_unigram([passage_text(doc) for doc in corpus.values()], options.unigram_vocab_size)

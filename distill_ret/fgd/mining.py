@@ -29,7 +29,7 @@ import numpy as np
 from distill_ret import index
 from distill_ret.data import formats
 from distill_ret.data.segment import SegmentedDocument
-from distill_ret.errors import UserError
+from distill_ret.errors import UserError, describe_differences
 from distill_ret.fgd import spans
 from distill_ret.models import heads
 
@@ -231,9 +231,7 @@ def check_fingerprint(path: str | os.PathLike, expected: Mapping[str, str]) -> N
     """StaleNegativesError unless the file at `path` was mined from exactly the `expected` inputs."""
     stored = read_fingerprint(path)
     if stored != dict(expected):
-        differing = sorted(key for key in set(stored) | set(expected) if stored.get(key) != expected.get(key))
-        details = "; ".join(f"{key}: file has {stored.get(key)!r}, inputs give {expected.get(key)!r}"
-                            for key in differing)
+        details = describe_differences(stored, dict(expected), "file")
         raise StaleNegativesError(f"{path}: these negatives were mined from other inputs ({details}); delete the "
                                   "file or choose another output to mine again")
 

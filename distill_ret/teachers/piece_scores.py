@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from distill_ret.data import formats
-from distill_ret.errors import UserError
+from distill_ret.errors import UserError, describe_differences
 from distill_ret.teachers.base import Teacher, TeacherQuery
 
 GRANULARITIES = ("passage", "sentence")
@@ -157,10 +157,7 @@ def load(path: str | os.PathLike, expected_fingerprint: Mapping[str, str] | None
             raise
         raise formats.FormatError(path, None, f"cannot read the piece-score cache: {error}") from None
     if expected_fingerprint is not None and stored != dict(expected_fingerprint):
-        differing = sorted(key for key in set(stored) | set(expected_fingerprint)
-                           if stored.get(key) != expected_fingerprint.get(key))
-        details = "; ".join(f"{key}: cache has {stored.get(key)!r}, inputs give {expected_fingerprint.get(key)!r}"
-                            for key in differing)
+        details = describe_differences(stored, dict(expected_fingerprint), "cache")
         raise StalePieceCacheError(
             f"{path}: this piece-score cache was built from other inputs ({details}). "
             "Delete it or choose another cache path to rebuild it."
