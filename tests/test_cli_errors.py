@@ -124,6 +124,10 @@ IN_PROCESS_CASES = [
     case("train-unknown-task", *TRAIN, "--config.task=nope", message="config.task"),
     case("train-missing-init-from", *TRAIN, "--config.model.init_from={S}/absent", message="absent"),
     case("train-corrupt-init-from", *TRAIN, "--config.model.init_from={S}/hf_bad", message="hf_bad"),
+    case("train-unknown-evaluator-kind", *TRAIN, "--config.evals.dev.kind=oracle",
+         message="config.evals.dev.kind='oracle'"),
+    case("train-unknown-best-metric", *TRAIN, "--config.checkpoint.best_metric=dev/nope",
+         message="config.checkpoint.best_metric='dev/nope'"),
     # export
     case("export-missing-input", *EXPORT_HF, "--config.input_dir={S}/absent", message="absent"),
     case("export-corrupt-safetensors", *EXPORT_HF, "--config.input_dir={S}/hf_bad", message="hf_bad"),
@@ -144,6 +148,7 @@ IN_PROCESS_CASES = [
     case("mine-zero-passage-pool", *MINE, "--config.mine.passage_pool=0", message="config.mine.passage_pool=0"),
     case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
+    case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
 ]
 
 SUBPROCESS_CASES = [
