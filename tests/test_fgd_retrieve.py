@@ -61,9 +61,14 @@ def test_run_is_the_students_retrieval_run(beir_dir, data_dir, tokenizer_dir, st
     expected, qrels = _expected_run(config, ["q6", "q7"])
     assert list(written) == ["q6", "q7"]
     for qid, scores in expected.items():
-        ranked = sorted(scores, key=lambda doc: (-scores[doc], doc))
-        assert list(written[qid]) == ranked and len(ranked) == 5
-        np.testing.assert_allclose([written[qid][d] for d in ranked], [scores[d] for d in ranked], rtol=1e-5)
+        # The mode and this recomputation batch the texts differently, so near-equal scores may swap by float
+        # rounding: the written documents are the expected top 5 up to ties within the score tolerance.
+        documents = list(written[qid])
+        assert len(documents) == 5
+        np.testing.assert_allclose([written[qid][d] for d in documents], [scores[d] for d in documents], rtol=1e-5)
+        fifth = sorted(scores.values(), reverse=True)[4]
+        assert all(scores[d] >= fifth - 1e-5 * abs(fifth) for d in documents)
+        assert [written[qid][d] for d in documents] == sorted(written[qid].values(), reverse=True)
     if gamma:  # the passage and sentence terms change the scores
         single, _ = _expected_run(_retrieve_config(beir_dir, data_dir, tokenizer_dir, student_dir), ["q6", "q7"])
         assert single["q6"] != expected["q6"]
