@@ -24,7 +24,7 @@ from distill_ret.data import formats
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 DRIVER = REPO_ROOT / "tests" / "cli_driver.py"
-MODES = ("build-data", "bm25", "evaluate", "train", "rerank", "export", "demo")
+MODES = ("build-data", "bm25", "evaluate", "train", "rerank", "export", "demo", "report")
 TIMEOUT_S = 600
 
 
@@ -59,6 +59,7 @@ RETRIEVE = ("retrieve", "--config={C}/retrieve.py:cranfield", "--workdir={S}/wor
             "--config.model.path={S}/hf_bad")
 MINE = ("mine", "--config={C}/fgd.py:tiny", "--workdir={S}/work", "--config.data.raw_dir={S}/beir",
         "--config.data.data_dir={S}/data", "--config.model.init_from={S}/hf_bad")
+REPORT = ("report", "--config={C}/report.py", "--workdir={S}/work")
 
 IN_PROCESS_CASES = [
     # build-data
@@ -149,6 +150,9 @@ IN_PROCESS_CASES = [
     case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
     case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
+    # report
+    case("report-nothing-to-report", *REPORT, message="nothing to report"),
+    case("report-bad-seed-pattern", *REPORT, "--config.report.seed_pattern=(", message="config.report.seed_pattern='('"),
 ]
 
 SUBPROCESS_CASES = [

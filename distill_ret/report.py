@@ -1,0 +1,562 @@
+"""A workdir -> its results table, `report.md`, `results.json` and PNG plots (mode `report`).
+
+What is reported, found anywhere under the workdir:
+- every `<name>.metrics.json` (bm25, evaluate, retrieve, rerank): one system per file path relative to the workdir
+  minus the suffix, with a seed component (a path part matching `config.report.seed_pattern`, e.g. `seed0` or `s1`)
+  removed, so that `seed0/fgd/retrieve-test` and `seed1/fgd/retrieve-test` are one system `fgd/retrieve-test` with
+  two seeds: the table shows the mean over seeds ± the spread (sample standard deviation, ddof=1; no ± with one
+  seed). `results.json` keeps every seed's values.
+- every training run's `metrics.jsonl`: curves of the train loss and of every evaluator measure by step.
+- every `<name>.margins.json` = {"system": str, "positive_minus_negative": [float, ...]}: the distribution of the
+  score margin s(q, d+) - s(q, d-) (FGD's Figure 4); `margins_from_scores` computes it from a run and qrels.
+
+Outputs go to `config.report.output_dir` (default `<workdir>/report/`): `report.md`, `results.json`, `metrics.png`
+(grouped bars per measure, error bars = spread), `curves-<run>.png` and `margins-<name>.png`. Each is written
+atomically after every input has been read and every plot rendered. A manifest (`.report-manifest.json`) lists what
+reports wrote there: a report replaces those files and refuses to replace any other.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+from matplotlib.figure import Figure
+
+from distill_ret.data import formats
+from distill_ret.errors import ConfigError, UserError
+
+METRICS_SUFFIX = ".metrics.json"
+MARGINS_SUFFIX = ".margins.json"
+TRAINING_LOG = "metrics.jsonl"
+MANIFEST = ".report-manifest.json"
+MANIFEST_KIND = "distill_ret report outputs"
+DEFAULT_OUTPUT_DIR = "report"
+NEGATIVE_CHOICES = ("hardest", "all")
+
+
+class NothingToReport(UserError, ValueError):
+    """The workdir holds no metrics file, training log or margins file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemResult:
+    """One system: its measures on every seed, their mean and spread."""
+
+    label: str  # name shown in the table (a `config.report.systems` label, else `path`)
+    path: str  # metrics file path relative to the workdir, without suffix and seed component
+    split: str  # qrels split named by the metrics files ("" when they name none)
+    seeds: dict[str, dict[str, float]]  # seed ("" without a seed component) -> measure -> value
+    mean: dict[str, float]  # measure -> mean over the seeds that have it
+    spread: dict[str, float]  # measure -> sample standard deviation over seeds (only with >= 2 seeds)
+    files: tuple[str, ...]  # the metrics files read, relative to the workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """One training log: metric name -> [(step, value), ...] ("train/loss", "dev/nDCG@10", ...)."""
+
+    name: str  # directory of metrics.jsonl relative to the workdir (the workdir's own name for itself)
+    curves: dict[str, list[tuple[int, float]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Margins:
+    name: str  # margins file path relative to the workdir, without suffix
+    system: str
+    values: tuple[float, ...]  # s(q, d+) - s(q, d-)
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    workdir: str
+    output_dir: str
+    measures: tuple[str, ...]  # the table's measure columns, in order
+    systems: tuple[SystemResult, ...]
+    runs: tuple[TrainingRun, ...]
+    margins: tuple[Margins, ...]
+    table: str  # the aligned text table printed on the terminal
+    files: tuple[str, ...]  # output paths written
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    output_dir: str = ""  # "" = <workdir>/report
+    seed_pattern: str = r"seed\d+|s\d+"  # a path component matching this in full is a seed
+    systems: str = ""  # "label=path,label=path": renames and orders systems
+    measures: str = ""  # measure columns, comma-separated; "" = every measure found
+
+
+# ------------------------------------------------------------------------------------------------ margins
+
+
+def margins_from_scores(scores_by_query: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                        *, relevance_level: int = 1, negatives: str = "hardest") -> list[float]:
+    """Score margins s(q, d+) - s(q, d-) over the scored documents of every judged query.
+
+    A scored document is positive when its gain is >= relevance_level, else (unjudged or lower gain) negative; the
+    scores of unscored documents are unknown, so they take no part. `negatives="hardest"` gives one margin per scored
+    positive, against the query's highest-scored negative; `"all"` one per (positive, negative) pair. Queries
+    without a scored positive or a scored negative give none. Order: queries, then positives, then negatives, as
+    `scores_by_query` lists them.
+    """
+    if negatives not in NEGATIVE_CHOICES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_CHOICES}, got {negatives!r}")
+    margins = []
+    for qid, scores in scores_by_query.items():
+        gains = qrels.get(qid, {})
+        positive = [score for doc, score in scores.items() if gains.get(doc, 0) >= relevance_level]
+        negative = [score for doc, score in scores.items() if gains.get(doc, 0) < relevance_level]
+        if not (positive and negative):
+            continue
+        against = [max(negative)] if negatives == "hardest" else negative
+        margins.extend(float(p) - float(n) for p in positive for n in against)
+    return margins
+
+
+def write_margins(path: str | os.PathLike, system: str, margins: Sequence[float]) -> None:
+    """Writes `<name>.margins.json` (the format this module reads), atomically."""
+    if not str(path).endswith(MARGINS_SUFFIX):
+        raise ValueError(f"a margins file is named <name>{MARGINS_SUFFIX}, got {path}")
+    with formats.atomic_write(path) as handle:
+        json.dump({"system": system, "positive_minus_negative": [float(value) for value in margins]}, handle)
+        handle.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def options_from_config(config: ml_collections.ConfigDict) -> ReportOptions:
+    section = config.report
+    options = ReportOptions(output_dir=section.output_dir, seed_pattern=section.seed_pattern,
+                            systems=section.systems, measures=section.measures)
+    check_options(options)
+    return options
+
+
+def check_options(options: ReportOptions) -> None:
+    """Every option's value, checked before anything is read (ConfigError naming the field)."""
+    for field in ("output_dir", "seed_pattern", "systems", "measures"):
+        value = getattr(options, field)
+        if not isinstance(value, str):
+            raise ConfigError(f"config.report.{field}={value!r}: must be a string")
+    _seed_regex(options.seed_pattern)
+    _system_names(options.systems)
+
+
+def _seed_regex(pattern: str) -> re.Pattern:
+    if not pattern:
+        raise ConfigError("config.report.seed_pattern='': must be a regular expression (e.g. 'seed\\d+|s\\d+')")
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(f"config.report.seed_pattern={pattern!r}: not a regular expression: {error}") from None
+
+
+def _system_names(spec: str) -> dict[str, str]:
+    """`config.report.systems` ("label=path,label=path") as path -> label, in the order given."""
+    names: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        label, equals, path = (text.strip() for text in item.partition("="))
+        if not (equals and label and path):
+            raise ConfigError(f"config.report.systems={spec!r}: {item!r} is not label=path")
+        if path in names or label in names.values():
+            raise ConfigError(f"config.report.systems={spec!r}: {item!r} repeats a label or a path")
+        names[path] = label
+    return names
+
+
+def _output_dir(workdir: pathlib.Path, options: ReportOptions) -> pathlib.Path:
+    output = pathlib.Path(options.output_dir) if options.output_dir else workdir / DEFAULT_OUTPUT_DIR
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"config.report.output_dir={options.output_dir!r}: {output} is a file, not a directory")
+    return output
+
+
+# -------------------------------------------------------------------------------------------- discovery
+
+
+def _files(workdir: pathlib.Path, output_dir: pathlib.Path) -> tuple[list[pathlib.Path], ...]:
+    """(metrics files, training logs, margins files) under the workdir, sorted; hidden entries and the output
+    directory are skipped."""
+    found: tuple[list[pathlib.Path], ...] = ([], [], [])
+    skip = output_dir.resolve()
+    for root, dirs, names in os.walk(workdir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (pathlib.Path(root) / d).resolve() != skip)
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = pathlib.Path(root) / name
+            if name.endswith(METRICS_SUFFIX):
+                found[0].append(path)
+            elif name == TRAINING_LOG:
+                found[1].append(path)
+            elif name.endswith(MARGINS_SUFFIX):
+                found[2].append(path)
+    return found
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise formats.FormatError(path, None, f"cannot be read: {error}") from None
+    except ValueError as error:
+        raise formats.FormatError(path, getattr(error, "lineno", None), f"not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise formats.FormatError(path, None, "must hold a JSON object")
+    return payload
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_metrics(path: pathlib.Path) -> tuple[dict[str, float], str]:
+    """(measure -> value, split) of one `*.metrics.json` (split from its qrels description `... [split]`)."""
+    payload = _read_json(path)
+    measures = payload.get("measures")
+    if not isinstance(measures, dict) or not measures:
+        raise formats.FormatError(path, None, "has no \"measures\" object with values")
+    for name, value in measures.items():
+        if not _is_number(value):
+            raise formats.FormatError(path, None, f"measure {name!r} is not a number: {value!r}")
+    split = re.search(r"\[([^\[\]]+)\]\s*$", str(payload.get("qrels", "")))
+    return {name: float(value) for name, value in measures.items()}, split.group(1) if split else ""
+
+
+def _system_and_seed(relative: pathlib.PurePath, seed: re.Pattern) -> tuple[str, str]:
+    """(system, seed) of a metrics file: its relative path minus the suffix and minus every directory that is a seed
+    component, and those components ("" for none)."""
+    *directories, file_name = relative.parts
+    kept = [part for part in directories if not seed.fullmatch(part)]
+    seeds = [part for part in directories if seed.fullmatch(part)]
+    return "/".join([*kept, file_name.removesuffix(METRICS_SUFFIX)]), "/".join(seeds)
+
+
+def _summarise(label: str, path: str, per_seed: dict[str, tuple[dict[str, float], str, str]]) -> SystemResult:
+    seeds = {seed: values for seed, (values, _, _) in sorted(per_seed.items())}
+    measures = list(dict.fromkeys(name for values in seeds.values() for name in values))
+    mean, spread = {}, {}
+    for name in measures:
+        values = [seed_values[name] for seed_values in seeds.values() if name in seed_values]
+        mean[name] = statistics.fmean(values)
+        if len(values) > 1:
+            spread[name] = statistics.stdev(values)
+    splits = sorted({split for _, split, _ in per_seed.values() if split})
+    files = tuple(file for _, _, file in (per_seed[seed] for seed in seeds))
+    return SystemResult(label, path, ",".join(splits), seeds, mean, spread, files)
+
+
+def _systems(workdir: pathlib.Path, paths: list[pathlib.Path], options: ReportOptions) -> list[SystemResult]:
+    seed = _seed_regex(options.seed_pattern)
+    grouped: dict[str, dict[str, tuple[dict[str, float], str, str]]] = {}
+    for path in paths:
+        relative = path.relative_to(workdir)
+        system, seed_name = _system_and_seed(relative, seed)
+        values, split = _read_metrics(path)
+        group = grouped.setdefault(system, {})
+        if seed_name in group:
+            raise formats.FormatError(path, None, f"is system {system!r} seed {seed_name or '(none)'!r} again, like "
+                                                  f"{group[seed_name][2]}")
+        group[seed_name] = (values, split, str(relative))
+    names = _system_names(options.systems)
+    unknown = [path for path in names if path not in grouped]
+    if unknown:
+        raise ConfigError(f"config.report.systems={options.systems!r}: no system {unknown[0]!r}; systems: "
+                          f"{sorted(grouped)}")
+    order = [*names, *sorted(path for path in grouped if path not in names)]
+    return [_summarise(names.get(path, path), path, grouped[path]) for path in order]
+
+
+def _read_training_log(path: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
+    """Curves of one metrics.jsonl: "train/loss" from train records, every value of the other records by its name
+    ("eval" records already name their evaluator: "dev/nDCG@10"; any other split prefixes its name). An unfinished
+    last line (a run still writing) is ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise formats.FormatError(path, None, f"cannot be read: {error}") from None
+    lines = text.split("\n")
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                continue
+            raise formats.FormatError(path, number, "not a JSON object") from None
+        if not (isinstance(record, dict) and _is_number(record.get("step")) and isinstance(record.get("split"), str)):
+            raise formats.FormatError(path, number, "a record needs a numeric \"step\" and a string \"split\"")
+        split = record["split"]
+        if split == "train":
+            values = {"train/loss": record["loss"]} if "loss" in record else {}
+        else:
+            values = {name if split == "eval" else f"{split}/{name}": value
+                      for name, value in record.items() if name not in ("step", "split")}
+        for name, value in values.items():
+            if _is_number(value):
+                curves.setdefault(name, []).append((int(record["step"]), float(value)))
+    return curves
+
+
+def _runs(workdir: pathlib.Path, paths: list[pathlib.Path]) -> list[TrainingRun]:
+    runs = []
+    for path in paths:
+        relative = path.parent.relative_to(workdir).as_posix()
+        runs.append(TrainingRun(workdir.resolve().name if relative == "." else relative, _read_training_log(path)))
+    return runs
+
+
+def _margins(workdir: pathlib.Path, paths: list[pathlib.Path]) -> list[Margins]:
+    found = []
+    for path in paths:
+        payload = _read_json(path)
+        system, values = payload.get("system"), payload.get("positive_minus_negative")
+        if not isinstance(system, str) or not isinstance(values, list) or not all(map(_is_number, values)):
+            raise formats.FormatError(path, None, "must be {\"system\": str, \"positive_minus_negative\": [numbers]}")
+        if not values:
+            raise formats.FormatError(path, None, "\"positive_minus_negative\" is empty")
+        name = path.relative_to(workdir).as_posix().removesuffix(MARGINS_SUFFIX)
+        found.append(Margins(name, system, tuple(float(value) for value in values)))
+    return found
+
+
+def _measures(systems: list[SystemResult], options: ReportOptions) -> tuple[str, ...]:
+    found = list(dict.fromkeys(name for system in systems for name in system.mean))
+    if not options.measures:
+        return tuple(found)
+    asked = tuple(name.strip() for name in options.measures.split(",") if name.strip())
+    missing = [name for name in asked if name not in found]
+    if not asked or missing:
+        raise ConfigError(f"config.report.measures={options.measures!r}: the metrics files hold {found}")
+    return asked
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _cell(system: SystemResult, measure: str) -> str:
+    if measure not in system.mean:
+        return "-"
+    if measure in system.spread:
+        return f"{system.mean[measure]:.4f} ± {system.spread[measure]:.4f}"
+    return f"{system.mean[measure]:.4f}"
+
+
+def _rows(systems: Sequence[SystemResult], measures: Sequence[str]) -> list[list[str]]:
+    return [[system.label, str(len(system.seeds)), *(_cell(system, name) for name in measures)] for system in systems]
+
+
+def format_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
+    """The aligned text table: system, seeds, then each measure (mean ± spread, four decimals)."""
+    header = ["system", "seeds", *measures]
+    body = _rows(systems, measures)
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+
+    def render(cells: list[str]) -> str:
+        first, *rest = cells
+        return "  ".join([first.ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(rest, widths[1:]))])
+
+    return "\n".join([render(header), "-" * len(render(header)), *map(render, body)])
+
+
+def markdown_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
+    header = ["system", "seeds", *measures]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(systems, measures)]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- plots
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def metrics_plot(systems: Sequence[SystemResult], measures: Sequence[str]) -> bytes:
+    """Grouped bars: one group per measure, one bar per system (its mean), error bars = spread over seeds."""
+    width = 0.8 / len(systems)
+    figure = Figure(figsize=(max(6.0, 1.0 + len(measures) * (0.4 + 0.25 * len(systems))), 4.5))
+    axes = figure.add_subplot()
+    for index, system in enumerate(systems):
+        positions = [m + (index - (len(systems) - 1) / 2) * width for m in range(len(measures))]
+        heights = [system.mean.get(name, math.nan) for name in measures]
+        errors = [system.spread.get(name, 0.0) for name in measures]
+        axes.bar(positions, heights, width, yerr=errors, capsize=2, label=system.label)
+    axes.set_xticks(range(len(measures)), measures)
+    axes.set_ylabel("value (mean over seeds)")
+    axes.legend(fontsize="small", ncols=max(1, len(systems) // 8))
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def curves_plot(run: TrainingRun) -> bytes:
+    """The losses (train, and evaluators' `<name>/loss`; left) and the other evaluator measures (right) by step."""
+    figure = Figure(figsize=(10.0, 4.0))
+    loss_axes, eval_axes = figure.subplots(1, 2)
+    losses = [name for name in run.curves if name.endswith("loss")]
+    for axes, names, title in ((loss_axes, losses, "loss"),
+                               (eval_axes, [name for name in run.curves if name not in losses], "evaluation")):
+        for name in names:
+            steps, values = zip(*run.curves[name])
+            axes.plot(steps, values, marker="." if len(steps) < 50 else None, label=name)
+        axes.set_title(f"{run.name}: {title}")
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend(fontsize="small")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def margins_plot(margins: Margins) -> bytes:
+    """Histogram of s(q, d+) - s(q, d-), with zero and the mean marked."""
+    figure = Figure(figsize=(6.0, 4.0))
+    axes = figure.add_subplot()
+    axes.hist(margins.values, bins=min(50, max(10, len(margins.values) // 5)), alpha=0.8, label=margins.system)
+    axes.axvline(0.0, color="black", linewidth=1)
+    mean = statistics.fmean(margins.values)
+    axes.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.3f}")
+    axes.set_xlabel("s(q, d+) − s(q, d−)")
+    axes.set_ylabel("count")
+    axes.set_title(f"score margins: {margins.system}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("/", "-"))
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name.removesuffix('.png')}-{number}.png", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def _results_json(report_fields: dict, systems, runs, margins, plots: dict[str, str]) -> dict:
+    return {
+        **report_fields,
+        "systems": [{"system": s.label, "path": s.path, "split": s.split, "num_seeds": len(s.seeds), "mean": s.mean,
+                     "spread": s.spread, "seeds": s.seeds, "files": list(s.files)} for s in systems],
+        "runs": {run.name: {name: [list(point) for point in points] for name, points in run.curves.items()}
+                 for run in runs},
+        "margins": {m.name: {"system": m.system, "count": len(m.values), "mean": statistics.fmean(m.values),
+                             "median": statistics.median(m.values),
+                             "fraction_positive": sum(value > 0 for value in m.values) / len(m.values)}
+                    for m in margins},
+        "plots": plots,
+    }
+
+
+def _markdown(workdir: pathlib.Path, systems, measures, runs, margins, plots: dict[str, str]) -> str:
+    lines = [f"# Report: {workdir}", ""]
+    if systems:
+        lines += ["## Results", "", "Mean over seeds ± sample standard deviation (ddof=1); `seeds` = runs averaged.",
+                  "", markdown_table(systems, measures), "", f"![metrics]({plots['metrics']})", ""]
+    if runs:
+        lines += ["## Training curves", ""]
+        lines += [f"![{run.name}]({plots[f'curves/{run.name}']})" for run in runs] + [""]
+    if margins:
+        lines += ["## Score margins s(q, d+) − s(q, d−)", ""]
+        lines += [f"![{m.name}]({plots[f'margins/{m.name}']})" for m in margins] + [""]
+    return "\n".join(lines)
+
+
+def _previous_outputs(output_dir: pathlib.Path, options: ReportOptions) -> set[str]:
+    """The file names earlier reports wrote to `output_dir` (from its manifest; none without one)."""
+    path = output_dir / MANIFEST
+    if not path.exists():
+        return set()
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        names = payload["files"] if payload.get("kind") == MANIFEST_KIND else None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, AttributeError, TypeError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"config.report.output_dir={options.output_dir!r}: {path} was not written by a report; "
+                          "choose another output directory")
+    return set(names)
+
+
+def _check_targets(output_dir: pathlib.Path, names: Sequence[str], previous: set[str], options: ReportOptions) -> None:
+    foreign = [name for name in names if (output_dir / name).exists() and name not in previous]
+    if foreign:
+        raise ConfigError(f"config.report.output_dir={options.output_dir!r}: {output_dir / foreign[0]} was not "
+                          "written by a report; move it or choose another output directory")
+
+
+def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOptions()) -> Report:
+    """Reads everything reportable under `workdir`, renders the tables and plots, then writes them (see the module
+    docstring). Options are checked first and inputs read next; nothing is written before both pass."""
+    check_options(options)
+    root = pathlib.Path(workdir)
+    output_dir = _output_dir(root, options)
+    metrics_paths, log_paths, margins_paths = _files(root, output_dir) if root.is_dir() else ([], [], [])
+    if not (metrics_paths or log_paths or margins_paths):
+        raise NothingToReport(f"{root} holds no *{METRICS_SUFFIX}, {TRAINING_LOG} or *{MARGINS_SUFFIX} file: "
+                              "nothing to report")
+    systems = _systems(root, metrics_paths, options)
+    measures = _measures(systems, options)
+    runs = _runs(root, log_paths)
+    margins = _margins(root, margins_paths)
+
+    outputs: dict[str, bytes] = {}  # file name -> bytes
+    plots: dict[str, str] = {}  # plot key -> file name
+    taken = {"report.md", "results.json", "metrics.png"}
+    if systems:
+        plots["metrics"] = "metrics.png"
+        outputs["metrics.png"] = metrics_plot(systems, measures)
+    for run in runs:
+        plots[f"curves/{run.name}"] = name = _unique(f"curves-{_file_stem(run.name)}.png", taken)
+        outputs[name] = curves_plot(run)
+    for item in margins:
+        plots[f"margins/{item.name}"] = name = _unique(f"margins-{_file_stem(item.name)}.png", taken)
+        outputs[name] = margins_plot(item)
+    table = format_table(systems, measures) if systems else ""
+    fields = {"workdir": str(root.resolve()), "measures": list(measures)}
+    outputs["results.json"] = (json.dumps(_results_json(fields, systems, runs, margins, plots), indent=2)
+                               + "\n").encode()
+    outputs["report.md"] = _markdown(root, systems, measures, runs, margins, plots).encode()
+
+    previous = _previous_outputs(output_dir, options)
+    _check_targets(output_dir, list(outputs), previous, options)
+    with formats.atomic_write(output_dir / MANIFEST) as handle:  # first: a write cut short still leaves ours marked
+        json.dump({"kind": MANIFEST_KIND, "files": sorted(previous | set(outputs))}, handle, indent=2)
+        handle.write("\n")
+    for name, payload in outputs.items():
+        with formats.atomic_write(output_dir / name, "wb") as handle:
+            handle.write(payload)
+    return Report(str(root), str(output_dir), measures, tuple(systems), tuple(runs), tuple(margins), table,
+                  tuple(str(output_dir / name) for name in outputs))
+
+
+def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Report:
+    """Mode `report`: builds the report of `workdir`, prints the results table and the files written."""
+    report = build_report(workdir, options_from_config(config))
+    if report.table:
+        print(report.table)
+    for run in report.runs:
+        print(f"training run {run.name}: {', '.join(run.curves) or 'no curves'}")
+    print(f"wrote {len(report.files)} files to {report.output_dir}")
+    return report

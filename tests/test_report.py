@@ -1,0 +1,218 @@
+"""Mode `report` on a fixture workdir: 2 systems x 3 seeds, a seedless system, a training log and a margins file.
+
+The table and results.json hold exactly the mean and the sample standard deviation of the metrics files (and every
+seed's values); the plots are valid PNGs; a report replaces its own outputs and refuses anyone else's; reading
+errors and an empty workdir are one UserError with nothing written; the mode runs through the command line.
+"""
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from distill_ret import report
+from distill_ret.data import formats
+from distill_ret.errors import ConfigError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SEEDED = {  # system -> measure -> the values of seeds 0, 1, 2
+    "fgd/retrieve-test": {"nDCG@10": (0.31, 0.35, 0.42), "MRR@10": (0.5, 0.55, 0.6)},
+    "dgr/retrieve-test": {"nDCG@10": (0.2, 0.25, 0.21), "MRR@10": (0.3, 0.3, 0.3)},
+}
+SEEDLESS = {"nDCG@10": 0.28, "MRR@10": 0.4}
+TRAIN_LOG = [
+    {"step": 10, "split": "train", "loss": 2.0, "learning_rate": 0.1},
+    {"step": 20, "split": "train", "loss": 1.5, "learning_rate": 0.1},
+    {"step": 20, "split": "eval", "dev/nDCG@10": 0.3, "dev/loss": 1.7},
+    {"step": 30, "split": "train", "loss": 1.25, "learning_rate": 0.1},
+    {"step": 40, "split": "train", "loss": 1.0, "learning_rate": 0.1},
+    {"step": 40, "split": "eval", "dev/nDCG@10": 0.35, "dev/loss": 1.6},
+]
+MARGINS = [0.5 * i - 3.0 for i in range(40)]
+
+
+def write_metrics(path: pathlib.Path, measures: dict, split: str = "test") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run": "/runs/x.trec", "qrels": f"data [{split}]", "measures": measures,
+                                "num_queries": 10}))
+
+
+@pytest.fixture
+def work(tmp_path) -> pathlib.Path:
+    root = tmp_path / "work"
+    for system, measures in SEEDED.items():
+        for seed in range(3):
+            values = {name: seeds[seed] for name, seeds in measures.items()}
+            write_metrics(root / f"seed{seed}" / f"{system}.metrics.json", values)
+    write_metrics(root / "bm25" / "bm25-test.metrics.json", SEEDLESS)
+    (root / "seed0" / "fgd" / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in TRAIN_LOG))
+    report.write_margins(root / "seed0" / "fgd" / "margins-test.margins.json", "fgd", MARGINS)
+    return root
+
+
+def snapshot(root: pathlib.Path) -> dict[str, bytes | None]:
+    return {str(path.relative_to(root)): None if path.is_dir() else path.read_bytes() for path in root.rglob("*")}
+
+
+def test_the_table_is_the_mean_and_spread_of_the_files(work):
+    result = report.build_report(work)
+    assert [system.path for system in result.systems] == ["bm25/bm25-test", "dgr/retrieve-test", "fgd/retrieve-test"]
+    assert result.measures == ("nDCG@10", "MRR@10")
+    by_path = {system.path: system for system in result.systems}
+    for path, measures in SEEDED.items():
+        system = by_path[path]
+        assert list(system.seeds) == ["seed0", "seed1", "seed2"] and system.split == "test"
+        for name, values in measures.items():
+            assert system.mean[name] == statistics.fmean(values)
+            assert system.spread[name] == statistics.stdev(values)
+            assert [system.seeds[f"seed{i}"][name] for i in range(3)] == list(values)
+    fgd = by_path["fgd/retrieve-test"]
+    assert fgd.mean["nDCG@10"] == pytest.approx(0.36) and fgd.spread["nDCG@10"] == pytest.approx(0.0031 ** 0.5)
+    assert by_path["dgr/retrieve-test"].spread["MRR@10"] == 0.0
+    assert by_path["bm25/bm25-test"].seeds == {"": SEEDLESS} and by_path["bm25/bm25-test"].spread == {}
+
+    table_lines = result.table.splitlines()
+    assert table_lines[0].split() == ["system", "seeds", "nDCG@10", "MRR@10"]
+    assert table_lines[2].split() == ["bm25/bm25-test", "1", "0.2800", "0.4000"]
+    assert table_lines[4].split() == ["fgd/retrieve-test", "3", "0.3600", "±", "0.0557", "0.5500", "±", "0.0500"]
+    markdown = (work / "report" / "report.md").read_text()
+    assert "| fgd/retrieve-test | 3 | 0.3600 ± 0.0557 | 0.5500 ± 0.0500 |" in markdown
+    assert "| bm25/bm25-test | 1 | 0.2800 | 0.4000 |" in markdown
+
+    saved = json.loads((work / "report" / "results.json").read_text())
+    rows = {row["path"]: row for row in saved["systems"]}
+    for path, measures in SEEDED.items():
+        for name, values in measures.items():
+            assert [rows[path]["seeds"][f"seed{i}"][name] for i in range(3)] == list(values)
+            assert rows[path]["mean"][name] == statistics.fmean(values)
+            assert rows[path]["spread"][name] == statistics.stdev(values)
+    assert rows["bm25/bm25-test"]["seeds"] == {"": SEEDLESS} and rows["bm25/bm25-test"]["num_seeds"] == 1
+
+
+def test_systems_are_renamed_and_ordered_and_seeds_follow_the_pattern(work, tmp_path):
+    options = report.ReportOptions(systems="FGD=fgd/retrieve-test, BM25=bm25/bm25-test", measures="MRR@10")
+    result = report.build_report(work, options)
+    assert [system.label for system in result.systems] == ["FGD", "BM25", "dgr/retrieve-test"]
+    assert result.measures == ("MRR@10",) and result.table.splitlines()[0].split() == ["system", "seeds", "MRR@10"]
+    with pytest.raises(ConfigError, match="config.report.systems=.*no system 'nope'"):
+        report.build_report(work, report.ReportOptions(output_dir=str(tmp_path / "o1"), systems="X=nope"))
+    with pytest.raises(ConfigError, match="config.report.measures="):
+        report.build_report(work, report.ReportOptions(output_dir=str(tmp_path / "o2"), measures="MAP"))
+    with pytest.raises(ConfigError, match="config.report.systems=.*not label=path"):
+        report.check_options(report.ReportOptions(systems="fgd/retrieve-test"))
+    with pytest.raises(ConfigError, match="config.report.seed_pattern='\\(': not a regular expression"):
+        report.check_options(report.ReportOptions(seed_pattern="("))
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+    by_run = report.build_report(work, report.ReportOptions(output_dir=str(tmp_path / "o3"), seed_pattern=r"run\d+"))
+    assert [system.path for system in by_run.systems] == [
+        "bm25/bm25-test", *(f"seed{i}/{system}" for i in range(3) for system in sorted(SEEDED))]
+
+
+def test_plots_are_written_and_are_pngs(work):
+    result = report.build_report(work)
+    output = work / "report"
+    plots = sorted(path.name for path in output.glob("*.png"))
+    assert plots == ["curves-seed0-fgd.png", "margins-seed0-fgd-margins-test.png", "metrics.png"]
+    for name in plots:
+        data = (output / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1024, name
+        assert str(output / name) in result.files
+    markdown = (output / "report.md").read_text()
+    assert all(f"({name})" in markdown for name in plots)
+
+
+def test_curves_and_margins_are_read_as_written(work):
+    log = work / "seed0" / "fgd" / "metrics.jsonl"
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"step": 50, "split": "tra')  # a run still writing its last line
+    result = report.build_report(work)
+    (run,) = result.runs
+    assert run.name == "seed0/fgd"
+    assert run.curves == {"train/loss": [(10, 2.0), (20, 1.5), (30, 1.25), (40, 1.0)],
+                          "dev/nDCG@10": [(20, 0.3), (40, 0.35)], "dev/loss": [(20, 1.7), (40, 1.6)]}
+    (margins,) = result.margins
+    assert (margins.name, margins.system, margins.values) == ("seed0/fgd/margins-test", "fgd", tuple(MARGINS))
+    saved = json.loads((work / "report" / "results.json").read_text())
+    assert saved["margins"]["seed0/fgd/margins-test"]["fraction_positive"] == 33 / 40  # 0.5 * i - 3 > 0 for i > 6
+    assert saved["runs"]["seed0/fgd"]["train/loss"] == [[10, 2.0], [20, 1.5], [30, 1.25], [40, 1.0]]
+
+    log.write_text(json.dumps(TRAIN_LOG[0]) + "\n{broken\n" + json.dumps(TRAIN_LOG[1]) + "\n")
+    with pytest.raises(formats.FormatError, match=f"{log}:2: not a JSON object"):
+        report.build_report(work)
+
+
+def test_margins_from_scores_by_hand():
+    scores = {"q1": {"d1": 3.0, "d2": 2.5, "d3": 1.0, "d4": 2.0}, "q2": {"d5": 1.0}, "q3": {"d6": 4.0}}
+    qrels = {"q1": {"d1": 1, "d3": 0, "d4": 2}, "q2": {"d5": 0}, "q9": {"d9": 1}}
+    assert report.margins_from_scores(scores, qrels) == [0.5, -0.5]  # d1 and d4 against the hardest negative d2
+    assert report.margins_from_scores(scores, qrels, negatives="all") == [0.5, 2.0, -0.5, 1.0]
+    assert report.margins_from_scores(scores, qrels, relevance_level=2) == [-1.0]  # d4 against d1, now negative
+    with pytest.raises(ValueError, match="negatives"):
+        report.margins_from_scores(scores, qrels, negatives="random")
+
+
+def test_rerun_replaces_its_own_outputs_and_refuses_others(work, tmp_path):
+    report.build_report(work)
+    write_metrics(work / "bm25" / "bm25-test.metrics.json", {"nDCG@10": 0.5, "MRR@10": 0.25})
+    report.build_report(work)
+    assert "| bm25/bm25-test | 1 | 0.5000 | 0.2500 |" in (work / "report" / "report.md").read_text()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.md").write_text("my own notes\n")
+    before = snapshot(other)
+    refused = f"config.report.output_dir=.*{other / 'report.md'} was not written by a report"
+    with pytest.raises(ConfigError, match=refused):
+        report.build_report(work, report.ReportOptions(output_dir=str(other)))
+    assert snapshot(other) == before
+
+    (other / "report.md").unlink()
+    (other / report.MANIFEST).write_text('{"files": ["notes.txt"]}')
+    before = snapshot(other)
+    with pytest.raises(ConfigError, match="was not written by a report"):
+        report.build_report(work, report.ReportOptions(output_dir=str(other)))
+    assert snapshot(other) == before
+
+
+def test_bad_inputs_and_empty_workdirs_write_nothing(tmp_path, work):
+    with pytest.raises(report.NothingToReport, match="nothing to report"):
+        report.build_report(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no metrics here\n")
+    with pytest.raises(report.NothingToReport, match="nothing to report"):
+        report.build_report(tmp_path / "empty")
+    assert snapshot(tmp_path / "empty") == {"notes.txt": b"no metrics here\n"}
+
+    bad = work / "seed1" / "dgr" / "retrieve-test.metrics.json"
+    bad.write_text(json.dumps({"measures": {"nDCG@10": "high"}}))
+    before = snapshot(work)
+    with pytest.raises(formats.FormatError, match=f"{bad}: measure 'nDCG@10' is not a number"):
+        report.build_report(work)
+    assert snapshot(work) == before
+
+
+def test_outputs_follow_the_umask(work):
+    previous = os.umask(0o027)
+    try:
+        result = report.build_report(work)
+    finally:
+        os.umask(previous)
+    assert {oct(os.stat(path).st_mode & 0o777) for path in result.files} == {oct(0o640)}
+
+
+def test_the_mode_prints_the_table(work, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "distill_ret.main", "report", f"--config={REPO_ROOT / 'configs' / 'report.py'}",
+         f"--workdir={work}", "--config.report.systems=FGD=fgd/retrieve-test"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["system", "seeds", "nDCG@10", "MRR@10"]
+    assert lines[2].split() == ["FGD", "3", "0.3600", "±", "0.0557", "0.5500", "±", "0.0500"]
+    assert (work / "report" / "report.md").exists() and f"to {work / 'report'}" in lines[-1]
