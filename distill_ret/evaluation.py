@@ -269,3 +269,42 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Evaluati
     print(f"{len(evaluation.per_query)} queries ({len(evaluation.missing_queries)} missing from the run count as 0); "
           f"wrote {', '.join(paths.values())}")
     return evaluation
+
+
+# --- score margins (FGD's Figure 4; read by distill_ret.report) ---
+
+MARGINS_SUFFIX = ".margins.json"
+NEGATIVE_CHOICES = ("hardest", "all")
+
+
+def margins_from_scores(scores_by_query: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                        *, relevance_level: int = 1, negatives: str = "hardest") -> list[float]:
+    """Score margins s(q, d+) - s(q, d-) over the scored documents of every judged query.
+
+    A scored document is positive when its gain is >= relevance_level, else (unjudged or lower gain) negative; the
+    scores of unscored documents are unknown, so they take no part. `negatives="hardest"` gives one margin per scored
+    positive, against the query's highest-scored negative; `"all"` one per (positive, negative) pair. Queries
+    without a scored positive or a scored negative give none. Order: queries, then positives, then negatives, as
+    `scores_by_query` lists them.
+    """
+    if negatives not in NEGATIVE_CHOICES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_CHOICES}, got {negatives!r}")
+    margins = []
+    for qid, scores in scores_by_query.items():
+        gains = qrels.get(qid, {})
+        positive = [score for doc, score in scores.items() if gains.get(doc, 0) >= relevance_level]
+        negative = [score for doc, score in scores.items() if gains.get(doc, 0) < relevance_level]
+        if not (positive and negative):
+            continue
+        against = [max(negative)] if negatives == "hardest" else negative
+        margins.extend(float(p) - float(n) for p in positive for n in against)
+    return margins
+
+
+def write_margins(path: str | os.PathLike, system: str, margins: Sequence[float]) -> None:
+    """Writes `<name>.margins.json` (the format this module reads), atomically."""
+    if not str(path).endswith(MARGINS_SUFFIX):
+        raise ValueError(f"a margins file is named <name>{MARGINS_SUFFIX}, got {path}")
+    with formats.atomic_write(path) as handle:
+        json.dump({"system": system, "positive_minus_negative": [float(value) for value in margins]}, handle)
+        handle.write("\n")

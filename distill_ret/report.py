@@ -8,7 +8,7 @@ What is reported, found anywhere under the workdir:
   seed). `results.json` keeps every seed's values.
 - every training run's `metrics.jsonl`: curves of the train loss and of every evaluator measure by step.
 - every `<name>.margins.json` = {"system": str, "positive_minus_negative": [float, ...]}: the distribution of the
-  score margin s(q, d+) - s(q, d-) (FGD's Figure 4); `margins_from_scores` computes it from a run and qrels.
+  score margin s(q, d+) - s(q, d-) (FGD's Figure 4); `evaluation.margins_from_scores` computes it from a run and qrels.
 
 Outputs go to `config.report.output_dir` (default `<workdir>/report/`): `report.md`, `results.json`, `metrics.png`
 (grouped bars per measure, error bars = spread), `curves-<run>.png` and `margins-<name>.png`. Each is written
@@ -31,15 +31,14 @@ import ml_collections
 from matplotlib.figure import Figure
 
 from distill_ret.data import formats
+from distill_ret.evaluation import MARGINS_SUFFIX
 from distill_ret.errors import ConfigError, UserError
 
 METRICS_SUFFIX = ".metrics.json"
-MARGINS_SUFFIX = ".margins.json"
 TRAINING_LOG = "metrics.jsonl"
 MANIFEST = ".report-manifest.json"
 MANIFEST_KIND = "distill_ret report outputs"
 DEFAULT_OUTPUT_DIR = "report"
-NEGATIVE_CHOICES = ("hardest", "all")
 
 
 class NothingToReport(UserError, ValueError):
@@ -95,39 +94,6 @@ class ReportOptions:
 
 
 # ------------------------------------------------------------------------------------------------ margins
-
-
-def margins_from_scores(scores_by_query: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
-                        *, relevance_level: int = 1, negatives: str = "hardest") -> list[float]:
-    """Score margins s(q, d+) - s(q, d-) over the scored documents of every judged query.
-
-    A scored document is positive when its gain is >= relevance_level, else (unjudged or lower gain) negative; the
-    scores of unscored documents are unknown, so they take no part. `negatives="hardest"` gives one margin per scored
-    positive, against the query's highest-scored negative; `"all"` one per (positive, negative) pair. Queries
-    without a scored positive or a scored negative give none. Order: queries, then positives, then negatives, as
-    `scores_by_query` lists them.
-    """
-    if negatives not in NEGATIVE_CHOICES:
-        raise ValueError(f"negatives must be one of {NEGATIVE_CHOICES}, got {negatives!r}")
-    margins = []
-    for qid, scores in scores_by_query.items():
-        gains = qrels.get(qid, {})
-        positive = [score for doc, score in scores.items() if gains.get(doc, 0) >= relevance_level]
-        negative = [score for doc, score in scores.items() if gains.get(doc, 0) < relevance_level]
-        if not (positive and negative):
-            continue
-        against = [max(negative)] if negatives == "hardest" else negative
-        margins.extend(float(p) - float(n) for p in positive for n in against)
-    return margins
-
-
-def write_margins(path: str | os.PathLike, system: str, margins: Sequence[float]) -> None:
-    """Writes `<name>.margins.json` (the format this module reads), atomically."""
-    if not str(path).endswith(MARGINS_SUFFIX):
-        raise ValueError(f"a margins file is named <name>{MARGINS_SUFFIX}, got {path}")
-    with formats.atomic_write(path) as handle:
-        json.dump({"system": system, "positive_minus_negative": [float(value) for value in margins]}, handle)
-        handle.write("\n")
 
 
 # ---------------------------------------------------------------------------------------------- options

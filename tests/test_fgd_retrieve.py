@@ -77,6 +77,9 @@ def test_run_is_the_students_retrieval_run(beir_dir, data_dir, tokenizer_dir, st
     assert result["metrics"] == pytest.approx(aggregate) and set(aggregate) == {"MRR@100", "nDCG@10", "R@100"}
     assert metrics["run"] == result["run"] and metrics["gamma"] == gamma
     assert metrics["measures"] == pytest.approx(aggregate) and metrics["num_queries"] == 2
+    margins = json.loads((tmp_path / "retrieve-test.margins.json").read_text())
+    assert margins == {"system": "retrieve-test", "positive_minus_negative": pytest.approx(
+        evaluation.margins_from_scores(written, qrels["test"]))}
 
 
 def test_every_query_without_qrels_writes_no_metrics(beir_dir, data_dir, tokenizer_dir, student_dir, tmp_path):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from distill_ret import report
+from distill_ret import evaluation, report
 from distill_ret.data import formats
 from distill_ret.errors import ConfigError
 
@@ -50,7 +50,7 @@ def work(tmp_path) -> pathlib.Path:
             write_metrics(root / f"seed{seed}" / f"{system}.metrics.json", values)
     write_metrics(root / "bm25" / "bm25-test.metrics.json", SEEDLESS)
     (root / "seed0" / "fgd" / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in TRAIN_LOG))
-    report.write_margins(root / "seed0" / "fgd" / "margins-test.margins.json", "fgd", MARGINS)
+    evaluation.write_margins(root / "seed0" / "fgd" / "margins-test.margins.json", "fgd", MARGINS)
     return root
 
 
@@ -149,11 +149,11 @@ def test_curves_and_margins_are_read_as_written(work):
 def test_margins_from_scores_by_hand():
     scores = {"q1": {"d1": 3.0, "d2": 2.5, "d3": 1.0, "d4": 2.0}, "q2": {"d5": 1.0}, "q3": {"d6": 4.0}}
     qrels = {"q1": {"d1": 1, "d3": 0, "d4": 2}, "q2": {"d5": 0}, "q9": {"d9": 1}}
-    assert report.margins_from_scores(scores, qrels) == [0.5, -0.5]  # d1 and d4 against the hardest negative d2
-    assert report.margins_from_scores(scores, qrels, negatives="all") == [0.5, 2.0, -0.5, 1.0]
-    assert report.margins_from_scores(scores, qrels, relevance_level=2) == [-1.0]  # d4 against d1, now negative
+    assert evaluation.margins_from_scores(scores, qrels) == [0.5, -0.5]  # d1 and d4 against the hardest negative d2
+    assert evaluation.margins_from_scores(scores, qrels, negatives="all") == [0.5, 2.0, -0.5, 1.0]
+    assert evaluation.margins_from_scores(scores, qrels, relevance_level=2) == [-1.0]  # d4 against d1, now negative
     with pytest.raises(ValueError, match="negatives"):
-        report.margins_from_scores(scores, qrels, negatives="random")
+        evaluation.margins_from_scores(scores, qrels, negatives="random")
 
 
 def test_rerun_replaces_its_own_outputs_and_refuses_others(work, tmp_path):

@@ -5,7 +5,8 @@ encodes the queries of `retrieve.split` ("" = every query) and every long docume
 `model.init_from` (an fgd run's workdir: its checkpoint and model record; or a Hugging Face BERT directory with the
 `model` head options), scores them with `retrieval.retrieval_run` (single-vector, or multi-vector when
 `retrieve.gamma` > 0) and writes the top `retrieve.depth` documents of each query to `<workdir>/<name>.trec`, with
-`<name>.metrics.json` when the split has qrels. Config values are checked first, then the data and the student are
+`<name>.metrics.json` and `<name>.margins.json` (each judged positive's score minus the query's best-scored
+negative in the run: FGD's Figure 4, plotted by mode report) when the split has qrels. Config values are checked first, then the data and the student are
 read, and the outputs are written last, each atomically.
 """
 from __future__ import annotations
@@ -88,5 +89,7 @@ def run_from_config(config: Any, workdir: str) -> dict[str, Any]:
         evaluation.save_evaluation(result, workdir, name, per_query=section.per_query, extra={
             "run": os.path.abspath(run_path), "model": str(config.model.init_from), "gamma": float(section.gamma),
             "qrels": f"{config.data.data_dir} [{split}]", "data": evaluation.data_label(config.data)})
+        margins = evaluation.margins_from_scores(run, dataset.qrels[split], relevance_level=section.relevance_level)
+        evaluation.write_margins(os.path.join(workdir, f"{name}{evaluation.MARGINS_SUFFIX}"), name, margins)
     print(evaluation.format_table({name: result.aggregate}, measures))
     return {"run": run_path, "metrics": result.aggregate}
