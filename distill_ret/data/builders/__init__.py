@@ -1,7 +1,7 @@
 """TFDS builders (array_record, no downloads) and the `build-data` mode.
 
 Config fields read (all under `config.data`):
-  name            one of BUILDERS: beir, msmarco_passage, msmarco_doc, long_docs, pydocs
+  name            one of BUILDERS: beir, msmarco_passage, msmarco_doc, msmarco_doc_long, nq, long_docs, pydocs
   raw_dir         the manual directory with the raw files (pydocs: empty = this Python's stdlib)
   data_dir        TFDS output root; empty = `<workdir>/tfds`
   config_name     optional name of the built variant; empty = the raw directory's name, the options and the
@@ -9,6 +9,7 @@ Config fields read (all under `config.data`):
                   that name was made from other inputs or options
   passages_per_doc  long_docs: (min, max) passages per long document, default (4, 8)
   seed            long_docs: grouping seed, default 0
+  passage_words   msmarco_doc_long: words per passage window, default 100
   packages        pydocs: top-level stdlib packages to use, default () = all but the excluded
   dev_fraction, test_fraction  pydocs: query split fractions, default 0.1 each
   export_beir     write the BEIR-layout export after building, default True
@@ -36,18 +37,21 @@ from collections.abc import Iterable, Iterator, Mapping
 import tensorflow_datasets as tfds
 
 from distill_ret.data import formats
-from distill_ret.data.builders import beir, common, long_docs, msmarco_doc, msmarco_passage, pydocs
+from distill_ret.data.builders import (beir, common, long_docs, msmarco_doc, msmarco_doc_long, msmarco_passage, nq,
+                                       pydocs)
 from distill_ret.errors import ConfigError
 
 BUILDERS = {
     "beir": beir.Beir,
     "msmarco_passage": msmarco_passage.MsmarcoPassage,
     "msmarco_doc": msmarco_doc.MsmarcoDoc,
+    "msmarco_doc_long": msmarco_doc_long.MsmarcoDocLong,
+    "nq": nq.NaturalQuestions,
     "long_docs": long_docs.LongDocs,
     "pydocs": pydocs.Pydocs,
 }
 LEVELS = ("documents", "passages")
-LONG_DOCUMENT_BUILDERS = ("long_docs", "pydocs")
+LONG_DOCUMENT_BUILDERS = ("long_docs", "pydocs", "msmarco_doc_long")
 
 
 def _passage_range(data_config) -> tuple[int, int]:
@@ -120,6 +124,9 @@ def check_data_config(data_config) -> None:
         _check_long_docs(data_config)
     if name == "pydocs":
         _check_pydocs(data_config, raw_dir)
+    words = data_config.get("passage_words", msmarco_doc_long.DEFAULT_PASSAGE_WORDS)
+    if name == "msmarco_doc_long" and (isinstance(words, bool) or not isinstance(words, int) or words < 1):
+        raise ConfigError(f"config.data.passage_words={words!r}: must be an integer >= 1")
 
 
 def part_configs(data_config) -> dict[str, common.PartConfig]:
@@ -140,7 +147,10 @@ def part_configs(data_config) -> dict[str, common.PartConfig]:
         low, high = _passage_range(data_config)
         seed = int(data_config.get("seed", 0))
         return long_docs.configs(raw_dir, min_passages=low, max_passages=high, seed=seed, name=variant)
-    module = {"beir": beir, "msmarco_passage": msmarco_passage, "msmarco_doc": msmarco_doc}[name]
+    if name == "msmarco_doc_long":
+        words = data_config.get("passage_words", msmarco_doc_long.DEFAULT_PASSAGE_WORDS)
+        return msmarco_doc_long.configs(raw_dir, passage_words=words, name=variant)
+    module = {"beir": beir, "msmarco_passage": msmarco_passage, "msmarco_doc": msmarco_doc, "nq": nq}[name]
     return module.configs(raw_dir, name=variant)
 
 
