@@ -31,6 +31,8 @@ class DenseTeacher(Teacher):
 
     def __init__(self, params: Any, config: BertConfig, tokenizer, *, pooling: str = "mean", normalize: bool = True,
                  max_length: int = 256, batch_size: int = 64, mesh: jax.sharding.Mesh | None = None):
+        if max_length > config.max_position_embeddings:
+            raise ValueError(f"max_length {max_length} exceeds the model's {config.max_position_embeddings} positions")
         self.config, self.pooling, self.normalize = config, pooling, normalize
         model = BiEncoder(config, pooling=pooling, normalize=normalize, tied=True)
         frozen_fn = index.bi_encoder_fn(model)

@@ -7,6 +7,7 @@ pooling and normalize (dense only), show_progress.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 
@@ -32,13 +33,26 @@ def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> T
     if kind == "dense":
         from distill_ret.teachers.dense import DenseTeacher
 
-        return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
-                                    normalize=section.normalize, batch_size=section.batch_size)
+        with _length_named(section, name):
+            return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
+                                        normalize=section.normalize, batch_size=section.batch_size)
     options = {"batch_size": section.batch_size, "show_progress": section.show_progress,
                "bucket_step": section.bucket_step}
     if section.max_length:
         options["max_length"] = section.max_length
-    return load_cross_encoder(path, **options)
+    with _length_named(section, name):
+        return load_cross_encoder(path, **options)
+
+
+@contextlib.contextmanager
+def _length_named(section: ml_collections.ConfigDict, name: str):
+    """A teacher longer than its model's position table is the user's `max_length` (or its default): one line."""
+    try:
+        yield
+    except ValueError as error:
+        if "positions" not in str(error):
+            raise
+        raise ConfigError(f"config.{name}.max_length={section.max_length!r} (0 = the default): {error}") from None
 
 
 def load_cross_encoder(path: str | os.PathLike, **scorer_options) -> Teacher:
