@@ -27,6 +27,7 @@ MODES = {
     "rerank": "distill_ret.teachers.rerank:run_from_config",
     "retrieve": "distill_ret.retrieve_mode:run_from_config",
     "mine": "distill_ret.fgd.mine:mine_from_config",
+    "candidates": "distill_ret.dgr.candidates:run_from_config",
     "report": "distill_ret.report:run_from_config",
 }
 EXIT_ERROR = 1

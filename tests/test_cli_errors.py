@@ -59,6 +59,9 @@ RETRIEVE = ("retrieve", "--config={C}/retrieve.py:cranfield", "--workdir={S}/wor
             "--config.model.path={S}/hf_bad")
 MINE = ("mine", "--config={C}/fgd.py:tiny", "--workdir={S}/work", "--config.data.raw_dir={S}/beir",
         "--config.data.data_dir={S}/data", "--config.model.init_from={S}/hf_bad")
+CANDIDATES = ("candidates", "--config={C}/dgr.py:tiny_stage2", "--workdir={S}/work", "--config.data.beir_dir={S}/beir",
+              "--config.identifiers.dir={S}/ids", "--config.model.init_from={S}/hf_bad",
+              "--config.teacher.path={S}/run.trec")
 REPORT = ("report", "--config={C}/report.py", "--workdir={S}/work")
 
 IN_PROCESS_CASES = [
@@ -150,6 +153,10 @@ IN_PROCESS_CASES = [
     case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
     case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
+    # candidates
+    case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
+    case("candidates-missing-teacher", *CANDIDATES, "--config.teacher.path={S}/absent", message="config.teacher.path="),
+    case("candidates-corrupt-student", *CANDIDATES, message="hf_bad"),
     # report
     case("report-nothing-to-report", *REPORT, message="nothing to report"),
     case("report-bad-seed-pattern", *REPORT, "--config.report.seed_pattern=(", message="config.report.seed_pattern='('"),

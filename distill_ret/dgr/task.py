@@ -1,8 +1,12 @@
-"""Task `dgr`, stage 1: a T5 student learns to generate passage identifiers (plain generation loss, DESIGN §3).
+"""Task `dgr`: stage 1 (`config.stage` = 1 or absent) teaches a T5 student to generate passage identifiers (plain
+generation loss, DESIGN §3); stage 2 (`config.stage = 2`, `dgr.stage2`) distils a teacher's ranking of the stage-1
+student's candidates (mode candidates, `dgr.candidates`) into it.
 
   distill-ret train --config=configs/dgr.py:cranfield_stage1 --workdir=workdirs/dgr/stage1
+  distill-ret candidates --config=configs/dgr.py:cranfield_stage2 --workdir=workdirs/dgr/stage2
+  distill-ret train --config=configs/dgr.py:cranfield_stage2 --workdir=workdirs/dgr/stage2
 
-Examples (`StageOneExamples`, in a fixed order; the trainer shuffles them with train.seed):
+Stage 1. Examples (`StageOneExamples`, in a fixed order; the trainer shuffles them with train.seed):
 - indexing pairs: for every passage, its input (`data.indexing_input`: "passage" = title and text, "spans" =
   `data.indexing_spans` spans of `data.indexing_span_words` words drawn with `data.seed`) -> each of its
   identifiers, in every view with weight > 0 (`config.identifiers`, see `dgr.identifiers`);
@@ -19,7 +23,11 @@ a trained Unigram tokenizer), so a later stage naming this run and the same `ide
 
 Loss: `losses.token_cross_entropy` over the target tokens, returned as its (sum, count) pair.
 
-Dev evaluation: evaluator kind "generative" (`build_generative_evaluator`): the constrained beam search of
+Stage 2: the examples are the candidate lists of `distill.candidates_dir` (refused when they were written for
+another student than `model.init_from`/`init_step`, another teacher than `config.teacher`, other data or other
+identifiers), the loss L_rank + distill.gen_weight * L_gen (see `dgr.stage2`); `model.init_from` is required.
+
+Dev evaluation (both stages): evaluator kind "generative" (`build_generative_evaluator`): the constrained beam search of
 `dgr.retrieve.Retriever` over a split's queries, passage scores aggregated as in mode retrieve, scored with
 `distill_ret.evaluation`; so `checkpoint.best_metric="dev/nDCG@10"` selects the best checkpoint.
 """
@@ -27,8 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,11 +44,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from distill_ret import evaluation, hf, losses
-from distill_ret.data import formats, pipeline
-from distill_ret.dgr import identifiers, retrieve
+from distill_ret.data import formats, pipeline, sources
+from distill_ret.dgr import candidates, identifiers, retrieve, stage2, student
 from distill_ret.errors import ConfigError
-from distill_ret.hf import core
-from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models.t5 import T5, T5Config, shift_right
 from distill_ret.training import evaluators, partitioning, state
 from distill_ret.training.tasks import ModelRecord, Task
@@ -70,8 +74,6 @@ def _integer(section: Any, name: str, prefix: str, minimum: int) -> int:
 
 def check_data(data: Any) -> None:
     """Every `config.data` field of the task (ConfigError naming the field)."""
-    if not data.get("beir_dir"):
-        raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
     if data.get("indexing_input") not in INDEXING_INPUTS:
         raise ConfigError(f"config.data.indexing_input={data.get('indexing_input')!r}: expected one of "
                           f"{INDEXING_INPUTS}")
@@ -134,15 +136,6 @@ def model_config(config: Any, source: state.InitSource | None) -> T5Config:
         return T5Config(**{name: value for name, value in config.model.items() if name not in INIT_FIELDS})
     except TypeError as error:
         raise ConfigError(f"config.model: {error}") from None
-
-
-def check_tokenizer_fits(tokenizer, t5_config: T5Config) -> None:
-    """The identifiers' tokenizer must fit the model's vocabulary and share its EOS."""
-    if len(tokenizer) > t5_config.vocab_size or identifiers.eos_id(tokenizer) != t5_config.eos_token_id:
-        raise ConfigError(
-            f"config.model.vocab_size={t5_config.vocab_size}: the identifiers' tokenizer has {len(tokenizer)} tokens "
-            f"and EOS {identifiers.eos_id(tokenizer)}, the model eos_token_id {t5_config.eos_token_id}; give the "
-            "model a vocabulary that holds the tokenizer (or the tokenizer's EOS)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,49 +217,35 @@ def make_loss_fn(model: T5, t5_config: T5Config):
     return loss_fn
 
 
+def check_stage(config: Any) -> int:
+    """`config.stage` (1 when absent): 1 = generation, 2 = distillation from mode candidates' lists."""
+    stage = config.get("stage", 1)
+    if stage not in (1, 2) or isinstance(stage, bool):
+        raise ConfigError(f"config.stage={stage!r}: must be 1 (generation) or 2 (distillation)")
+    return stage
+
+
 def build_task(config: Any) -> Task:
-    """The dgr stage-1 Task from a configs/dgr.py config."""
+    """The dgr Task of `config.stage` (1 or 2) from a configs/dgr.py config."""
+    stage = check_stage(config)
+    settings = None
+    if stage == 2:
+        stage2.check_sections(config)
+        settings = stage2.settings_from_config(config.distill)
     data = config.data
     check_data(data)
-    options = identifiers.options_from_config(config.identifiers)
-    encoder_dir = config.identifiers.semantic.encoder_dir
-    if options.weights["semantic"] and not os.path.isdir(encoder_dir or ""):
-        raise ConfigError(f"config.identifiers.semantic.encoder_dir={encoder_dir!r}: the semantic view needs a dense "
-                          "encoder (a BERT Hugging Face directory, e.g. MiniLM)")
-    if not config.identifiers.dir:
-        raise ConfigError("config.identifiers.dir is required (where the identifiers and their tokenizer are built "
-                          "and reused)")
+    options = student.check_identifier_fields(config)
     init_source = state.read_init_source(config.model.init_from, config.model.init_step)
+    if stage == 2 and init_source is None:
+        raise ConfigError("config.model.init_from is required in stage 2 (the stage-1 run whose candidates it learns)")
     t5_config = model_config(config, init_source)
-    dataset = formats.read_beir(data.beir_dir)
+    dataset, source = sources.load_beir(config, "")
     if data.train_split not in dataset.qrels:
-        raise ConfigError(f"config.data.train_split={data.train_split!r} has no qrels in {data.beir_dir}; splits: "
+        raise ConfigError(f"config.data.train_split={data.train_split!r} has no qrels in {source}; splits: "
                           f"{sorted(dataset.qrels)}")
-    tokenizer_dir = (init_source.tokenizer_dir if init_source is not None and init_source.tokenizer_dir
-                     else config.identifiers.tokenizer_dir)
-    if tokenizer_dir and pathlib.Path(tokenizer_dir).absolute() == pathlib.Path(config.identifiers.dir).absolute():
-        tokenizer_dir = ""  # an earlier stage's identifiers, read back as they were built
-    if tokenizer_dir:
-        try:
-            check_tokenizer_fits(load_tokenizer(tokenizer_dir), t5_config)
-        except core.HfCheckpointError as error:
-            raise ConfigError(f"config.identifiers.tokenizer_dir: {error}") from None
-    elif options.unigram_vocab_size > t5_config.vocab_size:
-        raise ConfigError(f"config.identifiers.unigram_vocab_size={options.unigram_vocab_size} exceeds "
-                          f"config.model.vocab_size={t5_config.vocab_size}")
-    encoder_source, embed = "", None
-    if options.weights["semantic"]:  # the dense encoder's embeddings are cached beside the identifiers
-        mesh = partitioning.create_mesh({name: config.mesh[name] for name in ("data", "fsdp", "model")})
-        cache_root = str(pathlib.Path(config.identifiers.dir).parent)
-        encoder_source, embed = retrieve.semantic_encoder(config, cache_root, mesh)
-    identifier_set, tokenizer, identifier_dir = identifiers.build_or_load(
-        config.identifiers.dir, dataset.corpus, options, tokenizer_dir=tokenizer_dir, encoder_source=encoder_source,
-        embed=embed)
-    check_tokenizer_fits(tokenizer, t5_config)
-    pairs = generation_pairs(dataset, identifier_set, data)
-    examples = StageOneExamples(pairs, identifier_set, tokenizer, data.max_input_length)
-    record_tokenizer = str(pathlib.Path(tokenizer_dir).absolute()) if tokenizer_dir else str(identifier_dir)
-    record = ModelRecord(config=t5_config.to_hf().to_dict(), head="t5", tokenizer_dir=record_tokenizer)
+    ids = student.load_identifiers(config, options, dataset.corpus,
+                                   init_source.tokenizer_dir if init_source is not None else "", t5_config)
+    record = ModelRecord(config=t5_config.to_hf().to_dict(), head="t5", tokenizer_dir=ids.tokenizer_dir)
     model = T5(t5_config)
 
     def random_init(rng: jax.Array) -> Any:
@@ -274,12 +253,24 @@ def build_task(config: Any) -> Task:
         targets = jnp.ones((1, options.max_tokens), jnp.int32)  # [1, target]
         return model.init(rng, inputs, targets)["params"]
 
-    collate = functools.partial(
-        pipeline.pad_and_stack, lengths={"inputs": data.max_input_length, "targets": options.max_tokens},
-        pad_value=t5_config.pad_token_id)
-    generative = GenerativeInputs(dataset, identifier_set,
-                                  np.asarray([options.weights[view] for view in identifiers.VIEWS]), tokenizer,
-                                  t5_config)
-    return Task(init_params=state.init_from_source(random_init, init_source, record),
-                loss_fn=make_loss_fn(model, t5_config), train_source=examples, collate=collate, model=record,
-                eval_inputs={"generative": generative})
+    generative = GenerativeInputs(dataset, ids.identifier_set, ids.weights(options), ids.tokenizer, t5_config)
+    if stage == 1:
+        examples = StageOneExamples(generation_pairs(dataset, ids.identifier_set, data), ids.identifier_set,
+                                    ids.tokenizer, data.max_input_length)
+        lengths = {"inputs": data.max_input_length, "targets": options.max_tokens}
+        loss_fn = make_loss_fn(model, t5_config)
+    else:
+        found = candidates.read_candidates(settings.candidates_dir,
+                                           candidates.stage_two_parts(config, dataset, ids.directory))
+        rows = stage2.identifier_rows(ids.identifier_set, settings.max_identifiers_per_view, options.max_tokens,
+                                      t5_config.pad_token_id)
+        examples = stage2.ListExamples(found, dataset.queries, rows, ids.tokenizer, data.max_input_length, settings,
+                                       t5_config.pad_token_id)
+        if not len(examples):
+            raise formats.FormatError(settings.candidates_dir, None, "no query has both a judged positive and a "
+                                                                     "negative to rank")
+        lengths = {"query": data.max_input_length}
+        loss_fn = stage2.make_loss_fn(model, t5_config, settings, ids.weights(options), examples.num_positive_slots)
+    collate = functools.partial(pipeline.pad_and_stack, lengths=lengths, pad_value=t5_config.pad_token_id)
+    return Task(init_params=state.init_from_source(random_init, init_source, record), loss_fn=loss_fn,
+                train_source=examples, collate=collate, model=record, eval_inputs={"generative": generative})
