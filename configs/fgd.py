@@ -11,9 +11,12 @@ writes a dense run):
       --config.model.init_from=workdirs/fgd/stage2
 
 Presets: `cranfield_warmup` (stage 1: contrastive only, BM25 negatives, from MiniLM), `cranfield` (stage 2: FGD with
-the part-4 cross-encoder as the teacher at `teacher.path`), `tiny_warmup` / `tiny` (a random 2-layer BERT for tests:
-set data.raw_dir, data.data_dir and model.tokenizer_dir on the command line). Table 2 rows are `config.fgd` switches
-(see distill_ret/fgd/task.py).
+the part-4 cross-encoder as the teacher at `teacher.path`), `pydocs_warmup` / `pydocs` (the same two stages on the
+pydocs builder's long documents: a standard-library module is a document, its docstrings the passages; the teacher is
+zero-shot MiniLM as a dense scorer, since no cross-encoder is trained on pydocs), `tiny_warmup` / `tiny` (a random
+2-layer BERT for tests: set data.raw_dir, data.data_dir and model.tokenizer_dir on the command line).
+launch/experiments/cranfield_fgd.sh and pydocs_fgd.sh run every stage of the result tables. Table 2 rows are
+`config.fgd` switches (see distill_ret/fgd/task.py).
 """
 import importlib.util
 import pathlib
@@ -24,21 +27,25 @@ _COMMON = importlib.util.spec_from_file_location("configs_common", pathlib.Path(
 common = importlib.util.module_from_spec(_COMMON)
 _COMMON.loader.exec_module(common)
 
-PRESETS = ("cranfield", "cranfield_warmup", "tiny", "tiny_warmup")
+PRESETS = ("cranfield", "cranfield_warmup", "pydocs", "pydocs_warmup", "tiny", "tiny_warmup")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     preset = common.pick_preset(PRESETS, arg, __file__)
     tiny = preset.startswith("tiny")
     warmup = preset.endswith("warmup")
+    pydocs = preset.startswith("pydocs")
     config = ml_collections.ConfigDict()
     config.task = "fgd"  # training task (distill_ret.training.tasks.TASKS)
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "long_docs"  # long-document builder: long_docs (a BEIR corpus grouped) or pydocs
-    common.add_builder_fields(config.data, raw_dir="" if tiny else str(common.SHARED_DATA / "cranfield"),
-                              data_dir="" if tiny else str(common.DATA_DIR))
-    common.add_long_docs_fields(config.data)
+    config.data.name = "pydocs" if pydocs else "long_docs"  # long-document builder: long_docs (BEIR grouped) | pydocs
+    raw_dir = "" if tiny or pydocs else str(common.SHARED_DATA / "cranfield")
+    common.add_builder_fields(config.data, raw_dir=raw_dir, data_dir="" if tiny else str(common.DATA_DIR))
+    if pydocs:
+        common.add_pydocs_fields(config.data)
+    else:
+        common.add_long_docs_fields(config.data)
     config.data.train_split = "train"  # qrels split whose judged documents are the positives
     config.data.min_positive_gain = 1  # judged documents with at least this gain are positives
     config.data.max_length = 64 if tiny else 256  # document tokens (one truncated encoding per document)
@@ -75,8 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fgd.representation = "global"  # global (eq. 7) | fg_pooling | all_pooling | separate
 
     config.teacher = ml_collections.ConfigDict()
-    config.teacher.kind = "cross_encoder"  # teachers.loader kind: cross_encoder | dense | run_file
-    config.teacher.path = "" if tiny else str(common.REPO_ROOT / "workdirs" / "cross_encoder")  # teacher location
+    config.teacher.kind = "dense" if pydocs else "cross_encoder"  # teachers.loader kind: cross_encoder|dense|run_file
+    config.teacher.path = ("" if tiny else common.minilm_dir() if pydocs
+                           else str(common.REPO_ROOT / "workdirs" / "cross_encoder"))  # teacher location
     config.teacher.cache_path = ""  # piece-score cache (.npz, fingerprinted); "" = score in memory
     config.teacher.max_length = 0  # tokens per pair; 0 = the checkpoint's training length
     config.teacher.batch_size = 32  # pairs per scoring batch

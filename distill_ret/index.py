@@ -200,21 +200,29 @@ class TextEncoder:
 
 # ------------------------------------------------------------------------------------------------- search
 
+ScoreFn = Callable[..., jax.Array]  # (queries [q, h], corpus chunk {name: [chunk, ...]}, *score_args) -> [q, chunk]
+
+
+def inner_product(queries: jax.Array, chunk: Mapping[str, jax.Array]) -> jax.Array:
+    """The default score: <query, document> of chunk["documents"] [chunk, h] -> [q, chunk], float32 exact."""
+    return jnp.dot(queries, chunk["documents"].T, precision=jax.lax.Precision.HIGHEST)  # [q, chunk]
+
+
 @functools.lru_cache(maxsize=32)
-def _sharded_top_k(mesh: Mesh, k: int, chunk: int, num_documents: int) -> Callable:
-    """jit (queries [q, h] replicated, documents [shards * per_shard, h] split over every mesh device) ->
-    (scores [q, k], indices [q, k]) replicated."""
+def _sharded_top_k(mesh: Mesh, k: int, chunk: int, num_documents: int, score_fn: ScoreFn) -> Callable:
+    """jit (queries [q, h] replicated, corpus {name: [shards * per_shard, ...]} split over every mesh device on
+    axis 0, score_args replicated) -> (scores [q, k], indices [q, k]) replicated."""
     axes = tuple(mesh.axis_names)
 
-    def local_top_k(queries, documents):
-        per_shard, hidden = documents.shape
+    def local_top_k(queries, corpus, score_args):
+        per_shard = next(iter(corpus.values())).shape[0]
         first = jax.lax.axis_index(axes) * per_shard  # global index of this shard's first document
         k_local = min(k, per_shard)
 
         def merge_chunk(best, chunk_start):
             best_scores, best_indices = best  # [q, k_local] each, lower document indices first among equals
-            docs = jax.lax.dynamic_slice_in_dim(documents, chunk_start, chunk)  # [chunk, h]
-            scores = jnp.dot(queries, docs.T, precision=jax.lax.Precision.HIGHEST)  # [q, chunk]
+            part = {name: jax.lax.dynamic_slice_in_dim(array, chunk_start, chunk) for name, array in corpus.items()}
+            scores = score_fn(queries, part, *score_args)  # [q, chunk]
             indices = first + chunk_start + jnp.arange(chunk)  # [chunk] global document indices
             scores = jnp.where(indices[None, :] < num_documents, scores, -jnp.inf)
             chunk_scores, positions = jax.lax.top_k(scores, min(k_local, chunk))  # [q, k']
@@ -228,20 +236,125 @@ def _sharded_top_k(mesh: Mesh, k: int, chunk: int, num_documents: int) -> Callab
         (scores, indices), _ = jax.lax.scan(merge_chunk, start, jnp.arange(0, per_shard, chunk))
         return scores, indices
 
-    per_device = jax.shard_map(local_top_k, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axes)),
+    per_device = jax.shard_map(local_top_k, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axes), PartitionSpec()),
                                out_specs=(PartitionSpec(None, axes), PartitionSpec(None, axes)))
 
-    def search(queries, documents):
-        scores, indices = per_device(queries, documents)  # [q, shards * k_local], shards in document order
+    def search(queries, corpus, score_args):
+        scores, indices = per_device(queries, corpus, score_args)  # [q, shards * k_local], shards in document order
         top_scores, top = jax.lax.top_k(scores, k)  # [q, k]
         return top_scores, jnp.take_along_axis(indices, top, axis=1)
 
     return jax.jit(search, out_shardings=partitioning.replicated(mesh))
 
 
+@functools.lru_cache(maxsize=32)
+def _sharded_pair_scores(mesh: Mesh, score_fn: ScoreFn) -> Callable:
+    """jit (queries [q, h] replicated, corpus split on axis 0 as in `_sharded_top_k`, candidates [q, c] int32
+    replicated (-1 = none), score_args) -> [q, c] replicated: score_fn of each query with each of its candidates."""
+    axes = tuple(mesh.axis_names)
+
+    def local_scores(queries, corpus, candidates, score_args):
+        per_shard = next(iter(corpus.values())).shape[0]
+        local = candidates - jax.lax.axis_index(axes) * per_shard  # [q, c] row in this shard
+        here = (candidates >= 0) & (local >= 0) & (local < per_shard)  # [q, c] the candidate lives on this device
+        rows = jnp.where(here, local, 0)  # [q, c]
+
+        def one_query(query, query_rows):  # [h], [c] -> [c]
+            part = {name: array[query_rows] for name, array in corpus.items()}  # [c, ...]
+            return score_fn(query[None], part, *score_args)[0]
+
+        scores = jax.vmap(one_query)(queries, rows)  # [q, c]
+        return jax.lax.psum(jnp.where(here, scores, 0.0), axes)  # exactly one device holds each candidate
+
+    per_device = jax.shard_map(local_scores, mesh=mesh,
+                               in_specs=(PartitionSpec(), PartitionSpec(axes), PartitionSpec(), PartitionSpec()),
+                               out_specs=PartitionSpec())
+    return jax.jit(per_device, out_shardings=partitioning.replicated(mesh))
+
+
 def _global_array(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array present on every process -> a global array laid out by `sharding`."""
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _replicated_args(args: Sequence[Any], mesh: Mesh) -> tuple[jax.Array, ...]:
+    return tuple(_global_array(np.asarray(arg), partitioning.replicated(mesh)) for arg in args)
+
+
+class ShardedCorpus:
+    """A corpus placed once over every device of a mesh, searched and scored exactly many times.
+
+    `arrays` maps names to host arrays that share their first axis (one row per document), e.g. {"documents":
+    [n, h]} for single-vector search, or documents with their pieces [n, pieces, h] and validity masks. Each device
+    holds a contiguous shard of `per_shard` rows (whole chunks of `chunk` rows, zero-padded past the end), so that a
+    search scans every shard chunk by chunk and never holds a [queries, documents] score matrix.
+    """
+
+    def __init__(self, arrays: np.ndarray | Mapping[str, np.ndarray], *, mesh: Mesh | None = None,
+                 doc_chunk: int = 65536):
+        arrays = {"documents": arrays} if isinstance(arrays, np.ndarray) else dict(arrays)
+        sizes = {name: len(array) for name, array in arrays.items()}
+        if not arrays or len(set(sizes.values())) != 1 or doc_chunk < 1:
+            raise ValueError(f"a corpus needs arrays with one shared first axis and doc_chunk >= 1, got {sizes} "
+                             f"and doc_chunk={doc_chunk}")
+        self.mesh = mesh or default_mesh()
+        shards, self.size = self.mesh.devices.size, next(iter(sizes.values()))
+        if self.size == 0:
+            raise ValueError("a corpus needs at least one document")
+        rows = -(-self.size // shards)  # documents per device before padding
+        chunks = -(-rows // doc_chunk)
+        self.chunk = -(-rows // chunks)  # as even as possible: the padding is less than one row per chunk
+        self.per_shard = chunks * self.chunk
+        sharding = NamedSharding(self.mesh, PartitionSpec(tuple(self.mesh.axis_names)))
+        self.arrays = {name: _global_array(self._padded(np.asarray(array), shards * self.per_shard), sharding)
+                       for name, array in arrays.items()}
+
+    @staticmethod
+    def _padded(array: np.ndarray, rows: int) -> np.ndarray:
+        if len(array) == rows:
+            return array
+        padded = np.zeros((rows, *array.shape[1:]), array.dtype)  # [shards * per_shard, ...]
+        padded[: len(array)] = array
+        return padded
+
+    def search(self, queries: np.ndarray, k: int, *, score_fn: ScoreFn = inner_product,
+               score_args: Sequence[Any] = (), query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by `score_fn`: queries [q, h] -> (scores [q, k'], indices [q, k']) with k' = min(k, n), best
+        first, ties to the lower document index; queries go `query_chunk` at a time."""
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim != 2 or k < 1 or query_chunk < 1:
+            raise ValueError(f"search needs queries [q, h], k >= 1 and query_chunk >= 1, got {queries.shape}, k={k}, "
+                             f"query_chunk={query_chunk}")
+        k = min(k, self.size)
+        search = _sharded_top_k(self.mesh, k, self.chunk, self.size, score_fn)
+        args = _replicated_args(score_args, self.mesh)
+        rows = min(query_chunk, len(queries))
+        all_scores, all_indices = [], []
+        for start in range(0, len(queries), rows):
+            batch = np.zeros((rows, queries.shape[1]), np.float32)  # [rows, h]: the last chunk padded to one shape
+            part = queries[start:start + rows]
+            batch[: len(part)] = part
+            scores, indices = search(_global_array(batch, partitioning.replicated(self.mesh)), self.arrays, args)
+            all_scores.append(np.asarray(scores)[: len(part)])
+            all_indices.append(np.asarray(indices)[: len(part)])
+        return np.concatenate(all_scores), np.concatenate(all_indices)
+
+    def score(self, queries: np.ndarray, candidates: np.ndarray, *, score_fn: ScoreFn = inner_product,
+              score_args: Sequence[Any] = ()) -> np.ndarray:
+        """queries [q, h], candidates [q, c] document indices (-1 = no candidate) -> [q, c] float32 scores by
+        `score_fn` (0 where there is no candidate), each computed on the device that holds the document."""
+        queries, candidates = np.asarray(queries, np.float32), np.asarray(candidates, np.int32)
+        if queries.ndim != 2 or candidates.shape[:1] != queries.shape[:1] or candidates.ndim != 2:
+            raise ValueError(f"expected queries [q, h] and candidates [q, c], got {queries.shape} and "
+                             f"{candidates.shape}")
+        if candidates.size and (candidates.max() >= self.size or candidates.min() < -1):
+            raise ValueError(f"candidates must be document indices in [0, {self.size}) or -1")
+        if candidates.size == 0:
+            return np.zeros(candidates.shape, np.float32)
+        scores = _sharded_pair_scores(self.mesh, score_fn)(
+            _global_array(queries, partitioning.replicated(self.mesh)), self.arrays,
+            _global_array(candidates, partitioning.replicated(self.mesh)), _replicated_args(score_args, self.mesh))
+        return np.asarray(scores, np.float32)
 
 
 def top_k_search(queries: np.ndarray, documents: np.ndarray, k: int, *, mesh: Mesh | None = None,
@@ -250,7 +363,8 @@ def top_k_search(queries: np.ndarray, documents: np.ndarray, k: int, *, mesh: Me
     with k' = min(k, n), best first, ties to the lower document index.
 
     The documents are split over every device of `mesh` (default: all devices); each device scans its shard in
-    chunks of at most `doc_chunk` documents, queries go `query_chunk` at a time.
+    chunks of at most `doc_chunk` documents, queries go `query_chunk` at a time (`ShardedCorpus` places a corpus
+    once for many searches).
     """
     queries, documents = np.asarray(queries, np.float32), np.asarray(documents, np.float32)
     if queries.ndim != 2 or documents.ndim != 2 or queries.shape[1] != documents.shape[1]:
@@ -258,25 +372,8 @@ def top_k_search(queries: np.ndarray, documents: np.ndarray, k: int, *, mesh: Me
     if k < 1 or len(documents) == 0 or doc_chunk < 1 or query_chunk < 1:
         raise ValueError(f"top-k search needs k, doc_chunk, query_chunk >= 1 and at least one document (k={k}, "
                          f"n={len(documents)}, doc_chunk={doc_chunk}, query_chunk={query_chunk})")
-    mesh = mesh or default_mesh()
-    shards, n = mesh.devices.size, len(documents)
-    k = min(k, n)
-    chunk = min(doc_chunk, -(-n // shards))
-    per_shard = -(-(-(-n // shards)) // chunk) * chunk  # whole chunks: every chunk has one shape
-    padded = np.zeros((shards * per_shard, documents.shape[1]), np.float32)  # [shards * per_shard, h]
-    padded[:n] = documents
-    corpus = _global_array(padded, NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names))))
-    search = _sharded_top_k(mesh, k, chunk, n)
-    rows = min(query_chunk, len(queries))
-    all_scores, all_indices = [], []
-    for start in range(0, len(queries), rows):
-        batch = np.zeros((rows, queries.shape[1]), np.float32)  # [rows, h]: the last chunk padded to one shape
-        part = queries[start:start + rows]
-        batch[: len(part)] = part
-        scores, indices = search(_global_array(batch, partitioning.replicated(mesh)), corpus)
-        all_scores.append(np.asarray(scores)[: len(part)])
-        all_indices.append(np.asarray(indices)[: len(part)])
-    return np.concatenate(all_scores), np.concatenate(all_indices)
+    corpus = ShardedCorpus(documents, mesh=mesh, doc_chunk=doc_chunk)
+    return corpus.search(queries, k, query_chunk=query_chunk)
 
 
 def dense_run(query_ids: Sequence[str], query_embeddings: np.ndarray, doc_ids: Sequence[str],

@@ -1,6 +1,7 @@
 """FGD mining: document negatives exclude every judged-relevant document; piece negatives come only from negative
-documents (passages) and from the chosen negative passages (sentences), by the student's scores; the negatives file
-round-trips and a stale one is refused."""
+documents (passages) and from the chosen negative passages (sentences), by the student's scores, the same on 8 devices
+as on 1; the negatives file round-trips and a stale one is refused."""
+import jax
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from distill_ret.data.segment import SegmentedDocument
 from distill_ret.fgd import mining, spans
 from distill_ret.models import heads
 from distill_ret.models.bert import Bert
+from distill_ret.training import partitioning
 
 
 def test_document_negatives_never_include_a_judged_relevant_document():
@@ -99,3 +101,36 @@ def test_negatives_file_round_trips_and_a_stale_one_is_refused(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"format": "other"}\n')
     with pytest.raises(mining.formats.FormatError, match="bad.jsonl"):
         mining.read_negatives(tmp_path / "bad.jsonl")
+
+
+def _mesh(num_devices: int):
+    return partitioning.create_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.devices()[:num_devices])
+
+
+def test_hierarchical_negatives_on_8_devices_equal_1_device_and_a_brute_force():
+    """Random pieces (some truncated away) of 9 documents; every query's pools scored over the sharded piece
+    matrices give the same choice on 8 devices as on 1, and the same as a float64 sort of the pools by hand."""
+    rng = np.random.RandomState(7)
+    pieces = {}
+    for doc in range(9):
+        passages, sentences = rng.randint(1, 5), rng.randint(1, 9)
+        pieces[f"d{doc}"] = mining.DocumentPieces(
+            rng.randn(6).astype(np.float32), rng.randn(passages, 6).astype(np.float32), rng.rand(passages) < 0.8,
+            rng.randn(sentences, 6).astype(np.float32), rng.rand(sentences) < 0.8,
+            rng.randint(0, passages, size=sentences).astype(np.int32))
+    query_ids = [f"q{i}" for i in range(5)]
+    queries = rng.randn(5, 6).astype(np.float32)
+    negatives = {qid: [f"d{i}" for i in rng.choice(9, size=3, replace=False)] for qid in query_ids}
+    results = [mining.hierarchical_negatives(query_ids, queries, negatives, pieces, 3, 4, mesh=_mesh(devices))
+               for devices in (8, 1)]
+    assert results[0] == results[1]
+    for qid, query in zip(query_ids, queries.astype(np.float64)):
+        pool = [(d, i) for d in negatives[qid] for i in np.flatnonzero(pieces[d].passage_valid)]
+        scored = sorted(pool, key=lambda p: -(pieces[p[0]].passages[p[1]].astype(np.float64) @ query))
+        assert list(results[0][qid].passages) == scored[:3]
+        chosen = set(scored[:3])
+        pool = [(d, i) for d in dict.fromkeys(d for d, _ in scored[:3])
+                for i in np.flatnonzero(pieces[d].sentence_valid) if (d, int(pieces[d].sentence_passage[i])) in chosen]
+        scored = sorted(pool, key=lambda p: -(pieces[p[0]].sentences[p[1]].astype(np.float64) @ query))
+        assert list(results[0][qid].sentences) == scored[:4]
+        assert results[0][qid].documents == tuple(negatives[qid])

@@ -1,7 +1,7 @@
 """The sharded encoding engine (equal to one fully padded batch; 8 devices equal 1; two processes equal one), exact
 top-k search over a sharded corpus (equal to a brute-force numpy sort with ties to the lower index, on 8 devices, on 1
-and over two processes), and the fingerprinted embedding cache (round trip; refuses another model, other texts, a
-changed or half-written cache)."""
+and over two processes), pair scores over a sharded corpus (equal to numpy's), and the fingerprinted embedding cache
+(round trip; refuses another model, other texts, a changed or half-written cache)."""
 import json
 import os
 import socket
@@ -144,6 +144,22 @@ def test_per_device_merge_breaks_ties_by_lower_index_across_shards():
             scores, indices = index.top_k_search(queries, documents, k, mesh=mesh_of(devices), doc_chunk=doc_chunk)
             np.testing.assert_array_equal(indices, expected, err_msg=f"k={k} devices={devices} chunk={doc_chunk}")
             np.testing.assert_array_equal(scores, np.take_along_axis(queries @ documents.T, expected, 1))
+
+
+def test_sharded_corpus_scores_each_candidate_on_its_device_exactly():
+    """Pair scores over a corpus split over 8 devices (and over 1, in uneven shards) equal numpy's, 0 where a query
+    has no candidate (-1); an index outside the corpus is refused."""
+    rng = np.random.RandomState(2)
+    documents = rng.randint(-3, 4, size=(13, 5)).astype(np.float32)  # small integers: every product is exact
+    queries = rng.randint(-3, 4, size=(4, 5)).astype(np.float32)
+    candidates = np.array([[12, 0, 5], [3, -1, -1], [7, 7, 1], [-1, -1, -1]], np.int32)
+    expected = np.where(candidates >= 0, np.einsum("qh,qch->qc", queries, documents[candidates]), 0.0)
+    for devices in (8, 1):
+        corpus = index.ShardedCorpus(documents, mesh=mesh_of(devices), doc_chunk=2)
+        assert corpus.per_shard * devices >= 13 and corpus.per_shard % corpus.chunk == 0
+        np.testing.assert_array_equal(corpus.score(queries, candidates), expected)
+    with pytest.raises(ValueError, match=r"document indices in \[0, 13\)"):
+        corpus.score(queries, np.full((4, 1), 13, np.int32))
 
 
 def test_dense_run_carries_ids():

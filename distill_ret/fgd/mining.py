@@ -5,7 +5,9 @@ Documents (N^0 minus the positives): the student's exact top-k over every docume
 every document the query has a judgement with gain > 0 for, best first. Passages (N^1): among the passages of the
 query's negative documents, the ones the student scores highest, s(q, x) = <Enc(q), Enc(x|d)> with the training
 representation (`fgd.spans`). Sentences (N^2): among the sentences of those negative passages only, the highest
-scored. Pieces that truncation removed from a document's encoding are never chosen.
+scored. Pieces that truncation removed from a document's encoding are never chosen. Like the documents, the
+candidate pieces are scored on a matrix split over every device of the mesh (`index.ShardedCorpus`), never a
+replicated host product.
 
 File (`write_negatives` / `read_negatives`): JSON lines; line 1 is {"format", "fingerprint"}, then one line per
 query {"query_id", "documents": [doc ids], "passages": [[doc id, passage index]], "sentences": [[doc id, sentence
@@ -97,33 +99,49 @@ def _top(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:count]
 
 
+def _score_candidates(query_embeddings: np.ndarray, candidates: Sequence[Sequence[Piece]],
+                      embeddings: Mapping[Piece, np.ndarray], mesh) -> list[np.ndarray]:
+    """Each query's candidate pieces -> their student scores <q, piece>, computed over a sharded matrix of every
+    candidate piece (`index.ShardedCorpus.score`). query_embeddings [queries, hidden]."""
+    rows = {piece: row for row, piece in enumerate(dict.fromkeys(p for pieces in candidates for p in pieces))}
+    if not rows:
+        return [np.zeros(0, np.float32) for _ in candidates]
+    matrix = np.stack([embeddings[piece] for piece in rows])  # [pieces, hidden]
+    table = np.full((len(candidates), max(len(pieces) for pieces in candidates)), -1, np.int32)  # [queries, c]
+    for query, pieces in enumerate(candidates):
+        table[query, : len(pieces)] = [rows[piece] for piece in pieces]
+    scores = index.ShardedCorpus(matrix, mesh=mesh).score(query_embeddings, table)  # [queries, c]
+    return [scores[query, : len(pieces)] for query, pieces in enumerate(candidates)]
+
+
+def _passage_candidates(negative_documents: Sequence[str], pieces: Mapping[str, DocumentPieces]) -> list[Piece]:
+    """Eq. 14's pool: every passage of the negative documents that kept tokens, in document order."""
+    return [(doc_id, int(passage)) for doc_id in negative_documents
+            for passage in np.flatnonzero(pieces[doc_id].passage_valid)]
+
+
+def _sentence_candidates(chosen_passages: Sequence[Piece], pieces: Mapping[str, DocumentPieces]) -> list[Piece]:
+    """Eq. 15's pool: every sentence (that kept tokens) of the chosen negative passages, in document order."""
+    chosen = set(chosen_passages)
+    return [(doc_id, int(sentence)) for doc_id in dict.fromkeys(doc_id for doc_id, _ in chosen_passages)
+            for sentence in np.flatnonzero(pieces[doc_id].sentence_valid)
+            if (doc_id, int(pieces[doc_id].sentence_passage[sentence])) in chosen]
+
+
 def piece_negatives(
     query_embedding: np.ndarray,
     negative_documents: Sequence[str],
     pieces: Mapping[str, DocumentPieces],
     num_passages: int,
     num_sentences: int,
+    *,
+    mesh=None,
 ) -> tuple[list[Piece], list[Piece]]:
     """Eq. 14-15 for one query: (passages of the negative documents, sentences of those negative passages), each
     the ones the student scores highest, best first. query_embedding [hidden]."""
-    candidates: list[Piece] = []
-    scores = []
-    for doc_id in negative_documents:
-        document = pieces[doc_id]
-        for passage in np.flatnonzero(document.passage_valid):
-            candidates.append((doc_id, int(passage)))
-            scores.append(float(document.passages[passage] @ query_embedding))
-    chosen_passages = [candidates[i] for i in _top(np.asarray(scores, np.float64), num_passages)]
-    chosen = set(chosen_passages)
-    candidates, scores = [], []
-    for doc_id in dict.fromkeys(doc_id for doc_id, _ in chosen_passages):
-        document = pieces[doc_id]
-        for sentence in np.flatnonzero(document.sentence_valid):
-            if (doc_id, int(document.sentence_passage[sentence])) in chosen:
-                candidates.append((doc_id, int(sentence)))
-                scores.append(float(document.sentences[sentence] @ query_embedding))
-    chosen_sentences = [candidates[i] for i in _top(np.asarray(scores, np.float64), num_sentences)]
-    return chosen_passages, chosen_sentences
+    negatives = hierarchical_negatives(["query"], np.asarray(query_embedding)[None], {"query": negative_documents},
+                                       pieces, num_passages, num_sentences, mesh=mesh)["query"]
+    return list(negatives.passages), list(negatives.sentences)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -178,14 +196,26 @@ def hierarchical_negatives(
     pieces: Mapping[str, DocumentPieces],
     num_passages: int,
     num_sentences: int,
+    *,
+    mesh=None,
 ) -> dict[str, QueryNegatives]:
-    """Every query's documents, passages and sentences (`piece_negatives`); query_embeddings [queries, hidden]."""
-    negatives = {}
-    for qid, embedding in zip(query_ids, np.asarray(query_embeddings, np.float32)):
-        documents = tuple(document_negatives_[qid])
-        passages, sentences = piece_negatives(embedding, documents, pieces, num_passages, num_sentences)
-        negatives[qid] = QueryNegatives(documents, tuple(passages), tuple(sentences))
-    return negatives
+    """Every query's documents, passages and sentences (eq. 14-15): among the passages of its negative documents
+    the `num_passages` the student scores highest, then among the sentences of those passages the `num_sentences`
+    highest, best first (ties keep document order). query_embeddings [queries, hidden]; the candidate pieces are
+    scored over sharded piece matrices, split over every device of `mesh` (default: all devices)."""
+    query_embeddings = np.asarray(query_embeddings, np.float32)
+    passage_embeddings = {(d, i): pieces[d].passages[i] for d in pieces for i in range(len(pieces[d].passages))}
+    sentence_embeddings = {(d, i): pieces[d].sentences[i] for d in pieces for i in range(len(pieces[d].sentences))}
+    documents = [tuple(document_negatives_[qid]) for qid in query_ids]
+    passage_pools = [_passage_candidates(docs, pieces) for docs in documents]
+    passage_scores = _score_candidates(query_embeddings, passage_pools, passage_embeddings, mesh)
+    chosen_passages = [[pool[i] for i in _top(scores, num_passages)]
+                       for pool, scores in zip(passage_pools, passage_scores)]
+    sentence_pools = [_sentence_candidates(chosen, pieces) for chosen in chosen_passages]
+    sentence_scores = _score_candidates(query_embeddings, sentence_pools, sentence_embeddings, mesh)
+    return {qid: QueryNegatives(docs, tuple(passages), tuple(pool[i] for i in _top(scores, num_sentences)))
+            for qid, docs, passages, pool, scores in zip(query_ids, documents, chosen_passages, sentence_pools,
+                                                          sentence_scores)}
 
 
 def data_digest(documents: Mapping[str, str], queries: Mapping[str, str],

@@ -1,9 +1,11 @@
 """Dense retrieval with an FGD student: single-vector (the document embeddings) or multi-vector,
 s(q, d) = <q, d> + γ·(max_i <q, passage_i> + max_j <q, sentence_j>) (FGD, "Multi-vector Retrieval"; γ = 0.4 there).
 
-`retrieval_run` scores every document exactly (all pieces of the corpus are kept in memory, fine for collections of
-thousands of long documents) and keeps the top k. Evaluator kind "fgd_dense" (`build_dense_evaluator`) runs it on a
-split's queries with the parameters under training and scores the run with ir-measures.
+`retrieval_run` scores every document exactly and keeps the top k: the documents and, for multi-vector scoring, their
+piece embeddings ([docs, pieces, hidden], padded per document) are split over every device of the mesh and scanned in
+chunks by the same sharded top-k as single-vector search (`index.ShardedCorpus`), so no device holds the corpus'
+scores at once. Evaluator kind "fgd_dense" (`build_dense_evaluator`) runs it on a split's queries with the parameters
+under training and scores the run with ir-measures.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from distill_ret import evaluation, index
@@ -21,6 +24,8 @@ from distill_ret.models import heads
 from distill_ret.training import evaluators
 
 Run = dict[str, dict[str, float]]
+QUERY_CHUNK = 256  # queries per multi-vector search step
+MULTI_VECTOR_SCORES = 1 << 24  # query-embedding products per multi-vector chunk (64 MiB of float32 scores)
 
 
 def _padded(pieces: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,22 +40,37 @@ def _padded(pieces: Sequence[np.ndarray], valid: Sequence[np.ndarray]) -> tuple[
     return stacked, mask
 
 
+def multi_vector_score(queries: jax.Array, chunk: Mapping[str, jax.Array], gamma: jax.Array) -> jax.Array:
+    """`index.ScoreFn` of multi-vector retrieval: queries [q, h], a chunk of documents and pieces -> [q, docs]."""
+    highest = jax.lax.Precision.HIGHEST
+    documents = jnp.dot(queries, chunk["documents"].T, precision=highest)  # [q, docs]
+    passages = jnp.einsum("qh,dph->qdp", queries, chunk["passages"], precision=highest)  # [q, docs, passages]
+    sentences = jnp.einsum("qh,dsh->qds", queries, chunk["sentences"], precision=highest)  # [q, docs, sentences]
+    return objective.multi_vector_scores(documents, passages, chunk["passage_valid"][None], sentences,
+                                         chunk["sentence_valid"][None], gamma)
+
+
 def retrieval_run(query_ids: Sequence[str], query_embeddings: np.ndarray, corpus: Mapping[str, mining.DocumentPieces],
-                  k: int, gamma: float = 0.0) -> Run:
-    """query id -> its top-k documents -> score; γ = 0 is plain single-vector retrieval (exact inner products)."""
+                  k: int, gamma: float = 0.0, *, mesh=None) -> Run:
+    """query id -> its top-k documents -> score; γ = 0 is plain single-vector retrieval (exact inner products).
+
+    The documents (with their pieces when γ > 0) are split over every device of `mesh` (default: all devices) and
+    searched exactly (`index.ShardedCorpus`), ties to the earlier document of `corpus`."""
     doc_ids = list(corpus)
     documents = np.stack([corpus[d].document for d in doc_ids])  # [docs, hidden]
     if gamma == 0.0:
-        return index.dense_run(query_ids, query_embeddings, doc_ids, documents, k)
+        return index.dense_run(query_ids, query_embeddings, doc_ids, documents, k, mesh=mesh)
     passages, passage_valid = _padded([corpus[d].passages for d in doc_ids], [corpus[d].passage_valid for d in doc_ids])
     sentences, sentence_valid = _padded([corpus[d].sentences for d in doc_ids],
                                         [corpus[d].sentence_valid for d in doc_ids])
-    queries = np.asarray(query_embeddings, np.float32)  # [queries, hidden]
-    scores = np.asarray(objective.multi_vector_scores(
-        queries @ documents.T, np.einsum("qh,dph->qdp", queries, passages), passage_valid[None],
-        np.einsum("qh,dsh->qds", queries, sentences), sentence_valid[None], gamma))  # [queries, docs]
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # [queries, k]
-    return {qid: {doc_ids[i]: float(scores[row, i]) for i in top[row]} for row, qid in enumerate(query_ids)}
+    vectors = 1 + passages.shape[1] + sentences.shape[1]  # embeddings scored per document
+    sharded = index.ShardedCorpus({"documents": documents, "passages": passages, "passage_valid": passage_valid,
+                                   "sentences": sentences, "sentence_valid": sentence_valid}, mesh=mesh,
+                                  doc_chunk=max(1, MULTI_VECTOR_SCORES // (QUERY_CHUNK * vectors)))
+    scores, indices = sharded.search(query_embeddings, k, score_fn=multi_vector_score,
+                                     score_args=(np.float32(gamma),), query_chunk=QUERY_CHUNK)  # [queries, k]
+    return {qid: {doc_ids[i]: float(s) for s, i in zip(row_scores, row_indices)}
+            for qid, row_scores, row_indices in zip(query_ids, scores, indices)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +108,7 @@ class DenseEvaluation:
                                                   length=self.inputs.max_length,
                                                   representation=self.inputs.representation,
                                                   batch_size=self.batch_size)
-        run = retrieval_run(query_ids, queries, corpus, self.depth, self.gamma)
+        run = retrieval_run(query_ids, queries, corpus, self.depth, self.gamma, mesh=mesh)
         return evaluation.evaluate(run, dataset.qrels[self.split], self.measures,
                                    relevance_level=self.relevance_level).aggregate
 

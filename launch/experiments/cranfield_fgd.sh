@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The FGD result table on Cranfield as long documents, one command, resumable:
+#   bash launch/experiments/cranfield_fgd.sh
+# For each seed in SEEDS: stage 1 (warm-up: contrastive, BM25 negatives, from MiniLM) -> mine (documents, passages
+# and sentences with the stage-1 student) -> stage 2 as nokd (no distillation), dockd (document-level KD, eq. 5) and
+# fgd (passage + sentence distillation) -> retrieve on the test split for each, and fgd_mv (the fgd student with
+# multi-vector scoring, gamma 0.4). Once, without seeds: BM25, zero-shot MiniLM (dense retrieve, no training) and the
+# teacher reranking BM25's top 100 (the cross-encoder truncates each long document to its training length, as the
+# students do). Every system's test metrics land in $ROOT/<seedS or baselines>/<system>/*.metrics.json.
+#
+# A stage whose output exists is skipped: training when its workdir holds `train.done` (written here after the
+# trainer returns; an interrupted run resumes from its last checkpoint), mine when the negatives file exists, a
+# retrieval / BM25 / rerank when its metrics file exists. One line per stage: ran or skipped, with seconds.
+#
+# Environment: SEEDS (default "0 1 2"), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
+# repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
+# stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
+# pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it).
+set -euo pipefail
+
+DATASET=${DATASET:-cranfield}
+SEEDS=${SEEDS:-"0 1 2"}
+ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd}
+CLI=${DISTILL_RET:-distill-ret}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+DRY=${DRY:-0}
+GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
+MEASURES=MRR@100,nDCG@10,R@100
+WARMUP=configs/fgd.py:${DATASET}_warmup
+STAGE2=configs/fgd.py:${DATASET}
+case "$DATASET" in
+  cranfield|pydocs) ;;
+  *) echo "$0: DATASET must be cranfield or pydocs, got '$DATASET'" >&2; exit 1 ;;
+esac
+cd "$(dirname "$0")/../.."
+
+# stage NAME OUTPUT COMMAND...: runs COMMAND unless OUTPUT exists; prints one line either way.
+stage() {
+  local name=$1 output=$2
+  shift 2
+  if [[ -e "$output" ]]; then
+    echo "stage $name: skipped ($output exists)"
+    return
+  fi
+  if [[ "$DRY" == 1 ]]; then
+    echo "stage $name: would run: $*"
+    return
+  fi
+  local start=$SECONDS
+  "$@"
+  echo "stage $name: ran in $((SECONDS - start)) s"
+}
+
+# train WORKDIR ARGS...: a training stage; train.done marks it finished.
+train() {
+  local workdir=$1
+  shift
+  "$CLI" train --workdir="$workdir" "$@" $EXTRA_ARGS && touch "$workdir/train.done"
+}
+
+# retrieve WORKDIR MODEL ARGS...: the test-split run of MODEL and its metrics in WORKDIR.
+retrieve() {
+  local workdir=$1 model=$2
+  shift 2
+  "$CLI" retrieve --config="$STAGE2" --workdir="$workdir" --config.model.init_from="$model" \
+    --config.retrieve.split=test --config.retrieve.measures="$MEASURES" "$@" $EXTRA_ARGS
+}
+
+# The preset's values the baselines need: the BEIR export of its long documents, the teacher's kind and path.
+read -r EXPORT TEACHER_KIND TEACHER_PATH < <(python - "$DATASET" <<'EOF'
+import importlib.util
+import sys
+
+from distill_ret.data import builders
+
+spec = importlib.util.spec_from_file_location("fgd_config", "configs/fgd.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+config = module.get_config(sys.argv[1])
+print(builders.beir_dir(config, config.data.data_dir), config.teacher.kind, config.teacher.path or "-")
+EOF
+)
+if [[ -z "${TEACHER_PATH:-}" ]]; then
+  echo "$0: could not read configs/fgd.py:$DATASET (is the venv active?)" >&2
+  exit 1
+fi
+
+for seed in $SEEDS; do
+  run=$ROOT/seed$seed
+  stage "seed$seed/stage1" "$run/stage1/train.done" \
+    train "$run/stage1" --config="$WARMUP" --config.train.seed="$seed"
+  negatives=$run/negatives/negatives.jsonl
+  stage "seed$seed/mine" "$negatives" \
+    "$CLI" mine --config="$STAGE2" --workdir="$run/negatives" --config.model.init_from="$run/stage1" \
+    --config.mine.output="$negatives" $EXTRA_ARGS
+  for system in nokd dockd fgd; do
+    case $system in
+      nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
+      dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
+                       --config.fgd.sentence_distillation=False) ;;
+      fgd) switches=() ;;
+    esac
+    stage "seed$seed/$system" "$run/$system/train.done" \
+      train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$run/stage1" \
+      --config.data.negatives_file="$negatives" "${switches[@]}"
+    stage "seed$seed/$system/retrieve" "$run/$system/retrieve-test.metrics.json" \
+      retrieve "$run/$system" "$run/$system"
+  done
+  stage "seed$seed/fgd_mv/retrieve" "$run/fgd_mv/retrieve-test.metrics.json" \
+    retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
+done
+
+base=$ROOT/baselines
+stage "baselines/data" "$EXPORT" \
+  "$CLI" build-data --config="$WARMUP" --workdir="$base/data"
+stage "baselines/bm25" "$base/bm25/bm25-test.metrics.json" \
+  "$CLI" bm25 --config=configs/bm25.py:"$DATASET" --workdir="$base/bm25" --config.data.beir_dir="$EXPORT" \
+  --config.data.split=test --config.eval.measures="$MEASURES"
+# Zero-shot MiniLM: the stage-2 preset's model.init_from (MiniLM) with its own pooling (mean, L2-normalised).
+stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
+  "$CLI" retrieve --config="$STAGE2" --workdir="$base/minilm" --config.model.pooling=mean \
+  --config.model.normalize=True --config.fgd.representation=all_pooling --config.retrieve.split=test \
+  --config.retrieve.measures="$MEASURES"
+stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
+  "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" --config.data.beir_dir="$EXPORT" \
+  --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" --config.rerank.depth=100 \
+  --config.rerank.name=teacher-test --config.teacher.kind="$TEACHER_KIND" --config.teacher.path="$TEACHER_PATH" \
+  --config.eval.measures="$MEASURES"
+echo "done: metrics under $ROOT (seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
