@@ -46,11 +46,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         common.add_pydocs_fields(config.data)
     else:
         common.add_long_docs_fields(config.data)
+        config.data.passages_per_doc = (2, 4)  # Cranfield abstracts per long document (CPU-sized; paper-like: 4-8)
     config.data.train_split = "train"  # qrels split whose judged documents are the positives
     config.data.min_positive_gain = 1  # judged documents with at least this gain are positives
-    config.data.max_length = 64 if tiny else 256  # document tokens (one truncated encoding per document)
+    config.data.max_length = 64 if tiny else 192  # document tokens (one truncated encoding per document; CPU-sized)
     config.data.query_max_length = 16 if tiny else 48  # query tokens
-    config.data.num_negatives = 2 if tiny else 7  # hard negative documents per example
+    config.data.num_negatives = 2 if tiny else 3  # hard negative documents per example (CPU-sized)
     config.data.num_passages = 4 if tiny else 8  # positive passages distilled per example (eq. 12, j = 1)
     config.data.num_sentences = 8 if tiny else 24  # positive sentences distilled per example (eq. 12, j = 2)
     config.data.passage_negatives = 4 if tiny else 8  # mined negative passages shared by the positive passages
@@ -99,14 +100,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mine.sentence_pool = 6 if tiny else 32  # negative sentences kept per query (eq. 15)
     config.mine.batch_size = 8 if tiny else 32  # texts or documents per encoding batch
 
-    config.train = common.train(batch_size=8, num_steps=3 if tiny else 300,
+    every = 3 if tiny else (40 if warmup else 30)  # steps between dev evaluations and checkpoints
+    config.train = common.train(batch_size=8, num_steps=3 if tiny else (120 if warmup else 60),
                                 learning_rate=1e-3 if tiny else 2e-5, warmup_steps=0 if tiny else 30,
                                 log_every=1 if tiny else 10)
     config.mesh = common.mesh("data_parallel")
-    config.checkpoint = common.checkpoint(every=3 if tiny else 100, keep=1,
+    config.checkpoint = common.checkpoint(every=every, keep=1,
                                           best_metric="" if tiny else "dev/MRR@100", best_mode="max")
     config.evals = ml_collections.ConfigDict()  # named dev evaluators (training.evaluators)
-    config.evals.dev = common.evaluator("fgd_dense", 0 if tiny else 100)
+    config.evals.dev = common.evaluator("fgd_dense", 0 if tiny else every)
     config.evals.dev.split = "dev"  # qrels split whose queries retrieve over every long document
     config.evals.dev.depth = 100  # documents retrieved per query
     config.evals.dev.gamma = 0.0  # multi-vector weight: s_doc + gamma * (max passage + max sentence); 0 = single

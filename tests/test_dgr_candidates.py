@@ -150,3 +150,26 @@ def test_stage_two_starts_from_stage_one_trains_the_student_only_and_logs_its_me
     assert all(record["rank_loss"] >= 0.0 and record["gen_loss"] > 0.0 for record in train)
     assert any(record["split"] == "eval" and "dev/nDCG@10" in record for record in records)
     assert (root / "teacher.trec").read_bytes() == teacher_bytes
+
+
+def test_mode_retrieve_reads_the_runs_own_identifiers_back(chain, tmp_path):
+    """The stage-1 run's tokenizer was trained into identifiers.dir: mode retrieve with that directory reads the
+    identifiers back (no rebuild, nothing changed there) and ranks the train queries as mode candidates did."""
+    from configs import retrieve as retrieve_config
+    from distill_ret.dgr import retrieve
+
+    root, config, output = chain
+    before = snapshot(root / "identifiers")
+    settings = retrieve_config.get_config("cranfield")
+    settings.data.beir_dir, settings.data.split = str(root / "beir"), "train"
+    settings.model.path = str(root / "stage1")
+    settings.identifiers = config.identifiers.copy_and_resolve_references()
+    for field in ("num_beams", "length_penalty", "aggregation", "batch_size", "max_query_length"):
+        settings.retrieve[field] = config.candidates[field]
+    settings.retrieve.depth, settings.retrieve.show_progress = config.candidates.depth, False
+    result = retrieve.run_from_config(settings, str(tmp_path))
+    assert snapshot(root / "identifiers") == before
+    written = formats.read_run(result["run"])
+    student = formats.read_run(output / candidates.STUDENT_RUN)
+    assert {qid: list(docs) for qid, docs in written.items() if docs} == {
+        qid: list(docs) for qid, docs in student.items() if docs}

@@ -278,6 +278,8 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     tokenizer_dir = config.identifiers.tokenizer_dir or student.tokenizer_dir
     check_tokenizer_fits(student, tokenizer_dir, options)
     identifier_dir = config.identifiers.dir or os.path.join(workdir, "identifiers")
+    if tokenizer_dir and pathlib.Path(tokenizer_dir).absolute() == pathlib.Path(identifier_dir).absolute():
+        tokenizer_dir = ""  # the training run's own identifiers (its tokenizer was trained into them): read back
     identifier_set, tokenizer, identifier_dir = identifiers.build_or_load(
         identifier_dir, dataset.corpus, options, tokenizer_dir=tokenizer_dir, encoder_source=encoder_source,
         embed=embed)

