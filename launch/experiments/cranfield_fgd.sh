@@ -87,6 +87,22 @@ if [[ -z "${TEACHER_PATH:-}" ]]; then
   exit 1
 fi
 
+base=$ROOT/baselines
+stage "baselines/data" "$EXPORT" \
+  "$CLI" build-data --config="$WARMUP" --workdir="$base/data"
+stage "baselines/bm25" "$base/bm25/bm25-test.metrics.json" \
+  "$CLI" bm25 --config=configs/bm25.py:"$DATASET" --workdir="$base/bm25" --config.data.beir_dir="$EXPORT" \
+  --config.data.split=test --config.eval.measures="$MEASURES"
+# Zero-shot MiniLM: the stage-2 preset's model.init_from (MiniLM) with its own pooling (mean, L2-normalised).
+stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
+  "$CLI" retrieve --config="$STAGE2" --workdir="$base/minilm" --config.model.pooling=mean \
+  --config.model.normalize=True --config.fgd.representation=all_pooling --config.retrieve.split=test \
+  --config.retrieve.measures="$MEASURES"
+stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
+  "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" --config.data.beir_dir="$EXPORT" \
+  --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" --config.rerank.depth=100 \
+  --config.rerank.name=teacher-test --config.teacher.kind="$TEACHER_KIND" --config.teacher.path="$TEACHER_PATH" \
+  --config.eval.measures="$MEASURES"
 stage "stage1" "$ROOT/stage1/train.done" \
   train "$ROOT/stage1" --config="$WARMUP" --config.train.seed="$STAGE1_SEED"
 negatives=$ROOT/negatives/negatives.jsonl
@@ -112,21 +128,5 @@ for seed in $SEEDS; do
     retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
 done
 
-base=$ROOT/baselines
-stage "baselines/data" "$EXPORT" \
-  "$CLI" build-data --config="$WARMUP" --workdir="$base/data"
-stage "baselines/bm25" "$base/bm25/bm25-test.metrics.json" \
-  "$CLI" bm25 --config=configs/bm25.py:"$DATASET" --workdir="$base/bm25" --config.data.beir_dir="$EXPORT" \
-  --config.data.split=test --config.eval.measures="$MEASURES"
-# Zero-shot MiniLM: the stage-2 preset's model.init_from (MiniLM) with its own pooling (mean, L2-normalised).
-stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
-  "$CLI" retrieve --config="$STAGE2" --workdir="$base/minilm" --config.model.pooling=mean \
-  --config.model.normalize=True --config.fgd.representation=all_pooling --config.retrieve.split=test \
-  --config.retrieve.measures="$MEASURES"
-stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
-  "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" --config.data.beir_dir="$EXPORT" \
-  --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" --config.rerank.depth=100 \
-  --config.rerank.name=teacher-test --config.teacher.kind="$TEACHER_KIND" --config.teacher.path="$TEACHER_PATH" \
-  --config.eval.measures="$MEASURES"
 echo "done: metrics under $ROOT (seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
 [[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
