@@ -1,8 +1,9 @@
 """The paper-scale recipes (configs/experiments/) on tiny fake data sets in the official file layouts
 (tests/fake_layouts.py): each config's own builder builds the data (mode build-data), then its presets train two
-steps end to end through the modes (train; for FGD also mine and retrieve on TREC DL 2019), with only sizes and
-paths overridden (model widths and layers, vocabulary, lengths, batches, num_steps = 2, directories; no pretrained
-weights: random init, MiniLM's tokenizer for the BERT students). Also: what the two new builders make of the
+steps end to end through the modes (train; for FGD also mine and retrieve on TREC DL 2019; for DGR stage 1, mode
+candidates and stage 2), with only sizes and paths overridden (model widths and layers, vocabulary, lengths, batches,
+search depths and beams, list size, num_steps = 2, directories; no pretrained weights: random init, MiniLM's tokenizer
+for the BERT students; DGR's cross-encoder teacher replaced by a run-file teacher the test writes). Also: what the two new builders make of the
 official layouts, value by value."""
 import importlib.util
 import json
@@ -14,9 +15,10 @@ import ml_collections
 import pytest
 
 from distill_ret import retrieve_mode
-from distill_ret.data import builders
+from distill_ret.data import builders, formats
 from distill_ret.data.builders import msmarco_doc_long
 from distill_ret.data.formats import Document, FormatError
+from distill_ret.dgr import candidates
 from distill_ret.fgd import mine
 from distill_ret.training import checkpointing, trainer
 from tests import fake_layouts
@@ -156,9 +158,9 @@ def test_msmarco_doc_fgd_builds_and_runs_both_stages_and_trec_dl(tmp_path):
 # ------------------------------------------------------------------------------------------ DGR
 
 
-def dgr_config(name: str, raw: pathlib.Path, tmp_path: pathlib.Path) -> ml_collections.ConfigDict:
-    """The stage-1 paper preset with sizes and paths only overridden (a random tiny T5, a Unigram vocabulary)."""
-    config = load_config(name, "stage1")
+def dgr_config(name: str, preset: str, raw: pathlib.Path, tmp_path: pathlib.Path) -> ml_collections.ConfigDict:
+    """The paper preset with sizes and paths only overridden (a random tiny T5, a Unigram vocabulary)."""
+    config = load_config(name, preset)
     builder = config.data.name
     config.data.update(raw_dir=str(raw), data_dir=str(tmp_path / "tfds"), max_input_length=32,
                        beir_dir=str(tmp_path / "tfds" / "beir_layout" / builder / config.data.config_name))
@@ -170,13 +172,43 @@ def dgr_config(name: str, raw: pathlib.Path, tmp_path: pathlib.Path) -> ml_colle
     return config
 
 
+def write_teacher_run(beir_dir: str, path: pathlib.Path) -> dict[str, dict[str, float]]:
+    """A run-file teacher: a distinct score for every (train query, passage), a different order per query."""
+    dataset = formats.read_beir(beir_dir)
+    passages = sorted(dataset.corpus)
+    run = {qid: {doc: float((i * 5 + j * 7) % len(passages)) for j, doc in enumerate(passages)}
+           for i, qid in enumerate(sorted(dataset.qrels["train"]))}
+    formats.write_run(run, path, tag="teacher")
+    return run
+
+
 @pytest.mark.parametrize("name,write", [("msmarco_passage_dgr", fake_layouts.msmarco_passage),
                                         ("nq_dgr", fake_layouts.dpr_nq)])
-def test_dgr_stage1_builds_and_trains_two_steps(name, write, tmp_path):
-    config = dgr_config(name, write(tmp_path / "raw"), tmp_path)
+def test_dgr_builds_and_runs_stage1_candidates_and_stage2(name, write, tmp_path):
+    raw = write(tmp_path / "raw")
+    config = dgr_config(name, "stage1", raw, tmp_path)
     builders.build_from_config(config, str(tmp_path / "data"))
     assert (pathlib.Path(config.data.beir_dir) / "corpus.jsonl").is_file()  # the path the docstring tells
     trainer.run_from_config(config, str(tmp_path / "stage1"))
     records = assert_two_steps(tmp_path / "stage1", "t5")
     dev_measure = config.checkpoint.best_metric
+    assert [r["step"] for r in records if dev_measure in r] == [2]
+
+    stage2 = dgr_config(name, "stage2", raw, tmp_path)
+    assert (stage2.stage, stage2.teacher.kind, stage2.candidates.depth, stage2.distill.list_size) == (
+        2, "cross_encoder", 100, 10)  # the preset's own values
+    assert pathlib.Path(stage2.model.init_from).parts[-2:] == (name, "stage1")
+    teacher = write_teacher_run(config.data.beir_dir, tmp_path / "teacher.trec")
+    stage2.model.init_from = str(tmp_path / "stage1")
+    stage2.teacher.update(kind="run_file", path=str(tmp_path / "teacher.trec"))
+    stage2.candidates.update(depth=4, num_beams=4, batch_size=8, max_query_length=16)
+    stage2.distill.update(candidates_dir=str(tmp_path / "candidates"), list_size=3)
+    output = candidates.run_from_config(stage2, str(tmp_path / "stage2"))
+    ranked = formats.read_run(output / candidates.TEACHER_RUN)
+    assert sorted(ranked) == sorted(teacher)  # every train query has a judged positive
+    assert all(list(docs) == sorted(docs, key=lambda doc: -teacher[qid][doc]) for qid, docs in ranked.items())
+    trainer.run_from_config(stage2, str(tmp_path / "stage2"))
+    records = assert_two_steps(tmp_path / "stage2", "t5")
+    train = [r for r in records if r["split"] == "train"]
+    assert all(math.isfinite(r["rank_loss"]) and math.isfinite(r["gen_loss"]) for r in train)
     assert [r["step"] for r in records if dev_measure in r] == [2]
