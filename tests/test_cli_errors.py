@@ -118,7 +118,7 @@ IN_PROCESS_CASES = [
          message="hf_bad"),
     # demo
     case("demo-unknown-split", *DEMO, "--config.demo.split=validation", message="config.demo.split='validation'"),
-    case("demo-unknown-stage", *DEMO, "--config.demo.stages=data,teacher", message="unknown stages"),
+    case("demo-unknown-stage", *DEMO, "--config.demo.stages=data,tokenize", message="unknown stages"),
     case("demo-top-k-zero", *DEMO, "--config.bm25.top_k=0", message="config.bm25.top_k=0"),
     case("demo-unknown-measure", *DEMO, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
     # train

@@ -30,7 +30,8 @@ class DenseTeacher(Teacher):
     """s(q, p) = <E(q), E(title + text of p)> with one shared (tied) BERT tower."""
 
     def __init__(self, params: Any, config: BertConfig, tokenizer, *, pooling: str = "mean", normalize: bool = True,
-                 max_length: int = 256, batch_size: int = 64, mesh: jax.sharding.Mesh | None = None):
+                 max_length: int = 256, batch_size: int = 64, mesh: jax.sharding.Mesh | None = None,
+                 show_progress: bool = False):
         if max_length > config.max_position_embeddings:
             raise ValueError(f"max_length {max_length} exceeds the model's {config.max_position_embeddings} positions")
         self.config, self.pooling, self.normalize = config, pooling, normalize
@@ -38,7 +39,7 @@ class DenseTeacher(Teacher):
         frozen_fn = index.bi_encoder_fn(model)
         self.encoder = index.TextEncoder(
             lambda params, ids, mask: frozen_fn(jax.lax.stop_gradient(params), ids, mask), tokenizer,
-            max_length=max_length, batch_size=batch_size, mesh=mesh,
+            max_length=max_length, batch_size=batch_size, mesh=mesh, show_progress=show_progress,
         )
         host_params = jax.tree.map(np.asarray, nn.unbox(params))
         self._params_sha256 = params_digest(host_params)

@@ -35,7 +35,8 @@ def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> T
 
         with _length_named(section, name):
             return DenseTeacher.from_hf(path, max_length=section.max_length or 256, pooling=section.pooling,
-                                        normalize=section.normalize, batch_size=section.batch_size)
+                                        normalize=section.normalize, batch_size=section.batch_size,
+                                        show_progress=bool(section.get("show_progress", False)))
     options = {"batch_size": section.batch_size, "show_progress": section.show_progress,
                "bucket_step": section.bucket_step}
     if section.max_length:
