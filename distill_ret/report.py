@@ -355,7 +355,7 @@ def _png(figure: Figure) -> bytes:
 def metrics_plot(systems: Sequence[SystemResult], measures: Sequence[str]) -> bytes:
     """Grouped bars: one group per measure, one bar per system (its mean), error bars = spread over seeds."""
     width = 0.8 / len(systems)
-    figure = Figure(figsize=(max(6.0, 1.0 + len(measures) * (0.4 + 0.25 * len(systems))), 4.5))
+    figure = Figure(figsize=(max(6.0, 3.0 + len(measures) * (0.4 + 0.25 * len(systems))), 4.5))
     axes = figure.add_subplot()
     for index, system in enumerate(systems):
         positions = [m + (index - (len(systems) - 1) / 2) * width for m in range(len(measures))]
@@ -364,7 +364,7 @@ def metrics_plot(systems: Sequence[SystemResult], measures: Sequence[str]) -> by
         axes.bar(positions, heights, width, yerr=errors, capsize=2, label=system.label)
     axes.set_xticks(range(len(measures)), measures)
     axes.set_ylabel("value (mean over seeds)")
-    axes.legend(fontsize="small", ncols=max(1, len(systems) // 8))
+    axes.legend(fontsize="small", ncols=max(1, len(systems) // 8), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return _png(figure)

@@ -85,9 +85,10 @@ def mine_from_config(config: Any, workdir: str) -> pathlib.Path:
     query_ids = sorted(dataset.qrels[split])
     doc_ids = list(dataset.documents)
     queries = index.TextEncoder(index.bi_encoder_fn(model, "query"), student.tokenizer,
-                                max_length=config.data.query_max_length, batch_size=config.mine.batch_size)
+                                max_length=config.data.query_max_length, batch_size=config.mine.batch_size,
+                                show_progress=True)
     texts = index.TextEncoder(index.bi_encoder_fn(model, "document"), student.tokenizer,
-                              max_length=config.data.max_length, batch_size=config.mine.batch_size)
+                              max_length=config.data.max_length, batch_size=config.mine.batch_size, show_progress=True)
     query_embeddings = queries.encode(queries.replicate(params), [dataset.queries[q] for q in query_ids])
     doc_embeddings = texts.encode(texts.replicate(params), [dataset.documents[d].text for d in doc_ids])
     negative_documents = mining.document_negatives(query_ids, query_embeddings, doc_ids, doc_embeddings,
@@ -96,7 +97,7 @@ def mine_from_config(config: Any, workdir: str) -> pathlib.Path:
     pieces = mining.document_piece_embeddings(model, params, {d: documents.segmented[d] for d in needed},
                                               length=config.data.max_length,
                                               representation=config.fgd.representation,
-                                              batch_size=config.mine.batch_size)
+                                              batch_size=config.mine.batch_size, show_progress=True)
     negatives = mining.hierarchical_negatives(query_ids, query_embeddings, negative_documents, pieces,
                                               config.mine.passage_pool, config.mine.sentence_pool)
     if jax.process_index() == 0:

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import tqdm
 
 from distill_ret import index
 from distill_ret.data import formats
@@ -156,14 +157,16 @@ def document_piece_embeddings(
     length: int,
     representation: str = "global",
     batch_size: int = 16,
+    show_progress: bool = False,
 ) -> dict[str, DocumentPieces]:
     """Each document's embedding and every passage and sentence embedding (one forward pass per batch of documents).
 
-    Piece counts are padded to multiples of 8, so few shapes are compiled."""
+    Piece counts are padded to multiples of 8, so few shapes are compiled; `show_progress` draws a bar over batches."""
     encode = jax.jit(functools.partial(spans.granularity_embeddings, model, representation=representation))
     doc_ids = list(documents)
     result = {}
-    for start in range(0, len(doc_ids), batch_size):
+    starts = range(0, len(doc_ids), batch_size)
+    for start in tqdm.tqdm(starts, desc="documents", unit="batch", leave=False, disable=not show_progress):
         names = doc_ids[start:start + batch_size]
         batch_docs = [documents[name] for name in names]
         while len(batch_docs) < batch_size:  # one batch shape

@@ -70,12 +70,13 @@ def run_from_config(config: Any, workdir: str) -> dict[str, Any]:
     if split:
         evaluation.check_metrics_target(workdir, name, run_path, field="config.retrieve.name")
     encoder = index.TextEncoder(index.bi_encoder_fn(student.model, "query"), student.tokenizer,
-                                max_length=config.data.query_max_length, batch_size=section.batch_size)
+                                max_length=config.data.query_max_length, batch_size=section.batch_size,
+                                show_progress=True)
     queries = encoder.encode(encoder.replicate(params), [dataset.queries[q] for q in query_ids])  # [queries, hidden]
     corpus = mining.document_piece_embeddings(student.model, params, documents.segmented,
                                               length=config.data.max_length,
                                               representation=config.fgd.representation,
-                                              batch_size=section.batch_size)
+                                              batch_size=section.batch_size, show_progress=True)
     run = retrieval.retrieval_run(query_ids, queries, corpus, section.depth, float(section.gamma))
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
