@@ -109,6 +109,8 @@ negatives=$ROOT/negatives/negatives.jsonl
 stage "mine" "$negatives" \
   "$CLI" mine --config="$STAGE2" --workdir="$ROOT/negatives" --config.model.init_from="$ROOT/stage1" \
   --config.mine.output="$negatives" $EXTRA_ARGS
+stage "stage1/retrieve" "$ROOT/stage1/retrieve-test.metrics.json" \
+  retrieve "$ROOT/stage1" "$ROOT/stage1"
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
   for system in nokd dockd fgd; do
@@ -128,5 +130,5 @@ for seed in $SEEDS; do
     retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
 done
 
-echo "done: metrics under $ROOT (seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
+echo "done: metrics under $ROOT (stage1, seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
 [[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
