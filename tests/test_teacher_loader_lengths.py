@@ -7,8 +7,7 @@ from distill_ret.teachers import loader
 from tests.teacher_helpers import write_torch_cross_encoder
 
 
-@pytest.mark.parametrize("kind", ["cross_encoder", "dense"])
-@pytest.mark.parametrize("max_length", [0, 65])
+@pytest.mark.parametrize("kind,max_length", [("cross_encoder", 0), ("dense", 65)])
 def test_teacher_longer_than_its_positions_is_a_config_error(tmp_path, kind, max_length):
     write_torch_cross_encoder(tmp_path / "hf")  # 64 positions; 0 asks for the default 256
     section = ml_collections.ConfigDict(dict(kind=kind, path=str(tmp_path / "hf"), max_length=max_length,
