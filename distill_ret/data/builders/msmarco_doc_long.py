@@ -66,15 +66,9 @@ def split_files(raw_dir: str) -> dict[str, tuple[str, str]]:
 def first_passage_examples(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]
                            ) -> Iterator[tuple[int, dict]]:
     """One example per judged query (qrels order): document judgements, and each one on the document's passage 0."""
-    for index, (query_id, judged) in enumerate(qrels.items()):
-        yield index, {
-            "query_id": query_id,
-            "text": queries[query_id],
-            "doc_ids": list(judged),
-            "gains": list(judged.values()),
-            "passage_ids": [passage_id(doc_id, 0) for doc_id in judged],
-            "passage_gains": list(judged.values()),
-        }
+    for index, example in common.query_examples(queries, qrels):
+        yield index, {**example, "passage_ids": [passage_id(doc_id, 0) for doc_id in example["doc_ids"]],
+                      "passage_gains": list(example["gains"])}
 
 
 def _split_examples(raw_dir: str, queries_name: str, qrels_name: str) -> Iterator[tuple[int, dict]]:
