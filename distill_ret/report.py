@@ -9,9 +9,13 @@ What is reported, found anywhere under the workdir:
 - every training run's `metrics.jsonl`: curves of the train loss and of every evaluator measure by step.
 - every `<name>.margins.json` = {"system": str, "positive_minus_negative": [float, ...]}: the distribution of the
   score margin s(q, d+) - s(q, d-) (FGD's Figure 4); `evaluation.margins_from_scores` computes it from a run and qrels.
+- sweeps: systems whose paths differ only in one directory `NAME=VALUE` (e.g. `sweeps/m_gap=0.5/dev` and
+  `sweeps/m_gap=1/dev`) are the points of sweep `sweeps/m_gap=*/dev`: a table (one row per value, numeric values
+  ascending) and a plot of every measure against the value (lines for numbers, bars for names), as the DGR paper's
+  Figure 2 plots nDCG against m_gap and the list length.
 
 Outputs go to `config.report.output_dir` (default `<workdir>/report/`): `report.md`, `results.json`, `metrics.png`
-(grouped bars per measure, error bars = spread), `curves-<run>.png` and `margins-<name>.png`. Each is written
+(grouped bars per measure, error bars = spread), `curves-<run>.png`, `margins-<name>.png` and `sweep-<name>.png`. Each is written
 atomically after every input has been read and every plot rendered. A manifest (`.report-manifest.json`) lists what
 reports wrote there: a report replaces those files and refuses to replace any other.
 """
@@ -39,6 +43,7 @@ TRAINING_LOG = "metrics.jsonl"
 MANIFEST = ".report-manifest.json"
 MANIFEST_KIND = "distill_ret report outputs"
 DEFAULT_OUTPUT_DIR = "report"
+SWEEP_COMPONENT = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>[^/=]+)")  # a swept directory
 
 
 class NothingToReport(UserError, ValueError):
@@ -74,6 +79,20 @@ class Margins:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Systems that differ in one `NAME=VALUE` path component: the points of one swept setting."""
+
+    key: str  # the systems' common path with the swept component written NAME=*
+    setting: str  # NAME
+    values: tuple[str, ...]  # the VALUEs, numeric ones ascending
+    systems: tuple[SystemResult, ...]  # one per value, in the same order
+
+    @property
+    def numeric(self) -> bool:
+        return all(_is_float(value) for value in self.values)
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     workdir: str
     output_dir: str
@@ -81,6 +100,7 @@ class Report:
     systems: tuple[SystemResult, ...]
     runs: tuple[TrainingRun, ...]
     margins: tuple[Margins, ...]
+    sweeps: tuple[Sweep, ...]
     table: str  # the aligned text table printed on the terminal
     files: tuple[str, ...]  # output paths written
 
@@ -297,6 +317,36 @@ def _margins(workdir: pathlib.Path, paths: list[pathlib.Path]) -> list[Margins]:
     return found
 
 
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _sweeps(systems: Sequence[SystemResult]) -> list[Sweep]:
+    """Systems with exactly one `NAME=VALUE` directory, grouped by their path with that directory as `NAME=*`;
+    a group of two or more is a sweep."""
+    grouped: dict[tuple[str, str], list[tuple[str, SystemResult]]] = {}
+    for system in systems:
+        parts = system.path.split("/")
+        found = [(index, match) for index, part in enumerate(parts[:-1])
+                 if (match := SWEEP_COMPONENT.fullmatch(part))]
+        if len(found) != 1:
+            continue
+        index, match = found[0]
+        key = "/".join([*parts[:index], f"{match['name']}=*", *parts[index + 1:]])
+        grouped.setdefault((key, match["name"]), []).append((match["value"], system))
+    sweeps = []
+    for (key, setting), points in sorted(grouped.items()):
+        if len(points) < 2:
+            continue
+        if all(_is_float(value) for value, _ in points):
+            points.sort(key=lambda point: float(point[0]))
+        sweeps.append(Sweep(key, setting, tuple(value for value, _ in points), tuple(system for _, system in points)))
+    return sweeps
+
+
 def _measures(systems: list[SystemResult], options: ReportOptions) -> tuple[str, ...]:
     found = list(dict.fromkeys(name for system in systems for name in system.mean))
     if not options.measures:
@@ -340,6 +390,15 @@ def markdown_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> 
     header = ["system", "seeds", *measures]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(systems, measures)]
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: Sweep, measures: Sequence[str]) -> str:
+    """Markdown: one row per value of the swept setting (mean ± spread over seeds)."""
+    lines = ["| " + " | ".join([sweep.setting, "seeds", *measures]) + " |",
+             "|" + "|".join(["---:", "---:", *("---:" for _ in measures)]) + "|"]
+    lines += ["| " + " | ".join([value, str(len(system.seeds)), *(_cell(system, name) for name in measures)]) + " |"
+              for value, system in zip(sweep.values, sweep.systems)]
     return "\n".join(lines)
 
 
@@ -389,6 +448,32 @@ def curves_plot(run: TrainingRun) -> bytes:
     return _png(figure)
 
 
+def sweep_plot(sweep: Sweep, measures: Sequence[str]) -> bytes:
+    """Every measure against the swept value: lines over numeric values, grouped bars over named ones; error bars
+    = spread over seeds."""
+    figure = Figure(figsize=(6.5, 4.0))
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(measures))
+    for index, name in enumerate(measures):
+        heights = [system.mean.get(name, math.nan) for system in sweep.systems]
+        errors = [system.spread.get(name, 0.0) for system in sweep.systems]
+        if sweep.numeric:
+            axes.errorbar([float(value) for value in sweep.values], heights, yerr=errors, marker="o", capsize=3,
+                          label=name)
+        else:
+            positions = [v + (index - (len(measures) - 1) / 2) * width for v in range(len(sweep.values))]
+            axes.bar(positions, heights, width, yerr=errors, capsize=2, label=name)
+    if not sweep.numeric:
+        axes.set_xticks(range(len(sweep.values)), sweep.values)
+    axes.set_xlabel(sweep.setting)
+    axes.set_ylabel("value (mean over seeds)")
+    axes.set_title(sweep.key)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return _png(figure)
+
+
 def margins_plot(margins: Margins) -> bytes:
     """Histogram of s(q, d+) - s(q, d-), with zero and the mean marked."""
     figure = Figure(figsize=(6.0, 4.0))
@@ -420,7 +505,7 @@ def _unique(name: str, taken: set[str]) -> str:
 # ----------------------------------------------------------------------------------------------- outputs
 
 
-def _results_json(report_fields: dict, systems, runs, margins, plots: dict[str, str]) -> dict:
+def _results_json(report_fields: dict, systems, runs, margins, sweeps, plots: dict[str, str]) -> dict:
     return {
         **report_fields,
         "systems": [{"system": s.label, "path": s.path, "split": s.split, "num_seeds": len(s.seeds), "mean": s.mean,
@@ -431,15 +516,20 @@ def _results_json(report_fields: dict, systems, runs, margins, plots: dict[str, 
                              "median": statistics.median(m.values),
                              "fraction_positive": sum(value > 0 for value in m.values) / len(m.values)}
                     for m in margins},
+        "sweeps": {sweep.key: {"setting": sweep.setting, "values": list(sweep.values),
+                               "systems": [system.path for system in sweep.systems]} for sweep in sweeps},
         "plots": plots,
     }
 
 
-def _markdown(workdir: pathlib.Path, systems, measures, runs, margins, plots: dict[str, str]) -> str:
+def _markdown(workdir: pathlib.Path, systems, measures, runs, margins, sweeps, plots: dict[str, str]) -> str:
     lines = [f"# Report: {workdir}", ""]
     if systems:
         lines += ["## Results", "", "Mean over seeds ± sample standard deviation (ddof=1); `seeds` = runs averaged.",
                   "", markdown_table(systems, measures), "", f"![metrics]({plots['metrics']})", ""]
+    for sweep in sweeps:
+        lines += [f"## Sweep: {sweep.key}", "", sweep_table(sweep, measures), "",
+                  f"![{sweep.key}]({plots[f'sweep/{sweep.key}']})", ""]
     if runs:
         lines += ["## Training curves", ""]
         lines += [f"![{run.name}]({plots[f'curves/{run.name}']})" for run in runs] + [""]
@@ -486,6 +576,7 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
     measures = _measures(systems, options)
     runs = _runs(root, log_paths)
     margins = _margins(root, margins_paths)
+    sweeps = _sweeps(systems)
 
     outputs: dict[str, bytes] = {}  # file name -> bytes
     plots: dict[str, str] = {}  # plot key -> file name
@@ -499,11 +590,15 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
     for item in margins:
         plots[f"margins/{item.name}"] = name = _unique(f"margins-{_file_stem(item.name)}.png", taken)
         outputs[name] = margins_plot(item)
+    for sweep in sweeps:
+        stem = _file_stem(sweep.key.replace("=*", ""))
+        plots[f"sweep/{sweep.key}"] = name = _unique(f"sweep-{stem}.png", taken)
+        outputs[name] = sweep_plot(sweep, measures)
     table = format_table(systems, measures) if systems else ""
     fields = {"workdir": str(root.resolve()), "measures": list(measures)}
-    outputs["results.json"] = (json.dumps(_results_json(fields, systems, runs, margins, plots), indent=2)
+    outputs["results.json"] = (json.dumps(_results_json(fields, systems, runs, margins, sweeps, plots), indent=2)
                                + "\n").encode()
-    outputs["report.md"] = _markdown(root, systems, measures, runs, margins, plots).encode()
+    outputs["report.md"] = _markdown(root, systems, measures, runs, margins, sweeps, plots).encode()
 
     previous = _previous_outputs(output_dir, options)
     _check_targets(output_dir, list(outputs), previous, options)
@@ -513,8 +608,8 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
     for name, payload in outputs.items():
         with formats.atomic_write(output_dir / name, "wb") as handle:
             handle.write(payload)
-    return Report(str(root), str(output_dir), measures, tuple(systems), tuple(runs), tuple(margins), table,
-                  tuple(str(output_dir / name) for name in outputs))
+    return Report(str(root), str(output_dir), measures, tuple(systems), tuple(runs), tuple(margins), tuple(sweeps),
+                  table, tuple(str(output_dir / name) for name in outputs))
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Report:

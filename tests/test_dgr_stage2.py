@@ -25,16 +25,27 @@ def settings(**changes) -> stage2.Settings:
     return stage2.settings_from_config(section)
 
 
-def test_passage_scores_aggregate_each_view_then_weigh_the_views():
+def mixture(*terms) -> float:
+    """log sum of weight * exp(score) over (weight, score) pairs."""
+    return float(np.log(sum(weight * np.exp(score) for weight, score in terms)))
+
+
+def test_passage_scores_aggregate_each_view_then_mix_the_views():
     log_likelihoods = jnp.asarray([[[-1.0, -2.0, -3.0, -9.0], [-4.0, -5.0, -6.0, -7.0]]])  # [1, 2 slots, 4 rows]
     views = jnp.asarray([[[0, 1, 3, 3], [1, 3, -1, -1]]])  # slot 1: no title, two empty rows
     maximum = stage2.passage_scores(log_likelihoods, views, WEIGHTS, "max")
-    np.testing.assert_allclose(maximum, [[-1.0 + 0.5 * -2.0 + 2.0 * -3.0, 0.5 * -4.0 + 2.0 * -5.0]], rtol=1e-6)
+    np.testing.assert_allclose(maximum, [[mixture((1.0, -1.0), (0.5, -2.0), (2.0, -3.0)),
+                                          mixture((0.5, -4.0), (2.0, -5.0))]], rtol=1e-6)
     summed = stage2.passage_scores(log_likelihoods, views, WEIGHTS, "logsumexp")
     spans = np.log(np.exp(-3.0) + np.exp(-9.0))
-    np.testing.assert_allclose(summed, [[-1.0 - 1.0 + 2.0 * spans, -2.0 - 10.0]], rtol=1e-6)
+    np.testing.assert_allclose(summed, [[mixture((1.0, -1.0), (0.5, -2.0), (2.0, spans)),
+                                         mixture((0.5, -4.0), (2.0, -5.0))]], rtol=1e-6)
     gradient = jax.grad(lambda ll: stage2.passage_scores(ll, views, WEIGHTS, "max").sum())(log_likelihoods)
-    np.testing.assert_array_equal(gradient, [[[1.0, 0.5, 2.0, 0.0], [0.5, 2.0, 0.0, 0.0]]])  # empty rows: none
+    # d s / d r_v = w_v exp(r_v) / sum_u w_u exp(r_u): each view's share of the mixture; empty rows get none
+    first = np.asarray([1.0 * np.exp(-1.0), 0.5 * np.exp(-2.0), 2.0 * np.exp(-3.0)])
+    second = np.asarray([0.5 * np.exp(-4.0), 2.0 * np.exp(-5.0)])
+    np.testing.assert_allclose(gradient, [[[*(first / first.sum()), 0.0], [*(second / second.sum()), 0.0, 0.0]]],
+                               rtol=1e-5, atol=1e-7)
 
 
 # slots of one query: [top positive, random positive, negative n1, negative n2]
@@ -172,7 +183,6 @@ def test_stage_two_needs_a_student_and_a_known_stage():
         dgr_task.build_task(stage_one)
 
 
-
 def test_the_loss_is_the_rank_loss_plus_gen_weight_times_the_positives_generation_loss(tiny_model):
     model, params, t5_config = tiny_model
     chosen = settings(list_kind="teacher_order", loss="ranknet", list_size=3, gen_weight=0.5)
@@ -186,7 +196,7 @@ def test_the_loss_is_the_rank_loss_plus_gen_weight_times_the_positives_generatio
     log_likelihoods = np.asarray(stage2.identifier_log_likelihoods(
         model, params, batch["query"], batch["tokens"], t5_config, length_normalize=False)[0])  # [1, 3, 2]
     gen = (-log_likelihoods[0, 1].sum(), 6.0)  # the positive's two identifiers: 3 + 3 tokens
-    scores = log_likelihoods.sum(-1)  # one identifier per view: each view's max is it; both weights 1
+    scores = np.logaddexp(log_likelihoods[..., 0], log_likelihoods[..., 1])  # one identifier per view, weights 1
     ordered = jnp.asarray(scores[:, [1, 2, 0]])  # teacher 0.9, 0.5, 0.1
     rank = losses.distilled_ranknet(ordered, base_margin=1.0, gap_margin=0.5, first_weight=3.0)
     np.testing.assert_allclose(metrics["gen_loss"], gen, rtol=1e-5)

@@ -216,3 +216,30 @@ def test_the_mode_prints_the_table(work, tmp_path):
     assert lines[0].split() == ["system", "seeds", "nDCG@10", "MRR@10"]
     assert lines[2].split() == ["FGD", "3", "0.3600", "±", "0.0557", "0.5500", "±", "0.0500"]
     assert (work / "report" / "report.md").exists() and f"to {work / 'report'}" in lines[-1]
+
+
+def test_sweeps_are_tables_and_plots_of_one_setting(tmp_path):
+    root = tmp_path / "work"
+    gaps = {"0": (0.10, 0.12), "0.5": (0.20, 0.24), "2": (0.15, 0.15), "1": (0.3, 0.1)}  # m_gap -> seed values
+    for gap, values in gaps.items():
+        for seed, value in enumerate(values):
+            write_metrics(root / "sweeps" / f"seed{seed}" / f"m_gap={gap}" / "dev.metrics.json", {"nDCG@10": value},
+                          "dev")
+    for loss, value in (("ranknet", 0.2), ("listnet", 0.1)):
+        write_metrics(root / "sweeps" / f"loss={loss}" / "dev.metrics.json", {"nDCG@10": value}, "dev")
+    write_metrics(root / "sweeps" / "lonely=1" / "dev.metrics.json", {"nDCG@10": 0.5}, "dev")  # one point: no sweep
+    result = report.build_report(root)
+    assert [(sweep.key, sweep.values, sweep.numeric) for sweep in result.sweeps] == [
+        ("sweeps/loss=*/dev", ("listnet", "ranknet"), False),
+        ("sweeps/m_gap=*/dev", ("0", "0.5", "1", "2"), True)]
+    gap_sweep = result.sweeps[1]
+    expected = [statistics.fmean(gaps[gap]) for gap in gap_sweep.values]
+    assert [system.mean["nDCG@10"] for system in gap_sweep.systems] == expected
+    markdown = (root / "report" / "report.md").read_text()
+    assert "## Sweep: sweeps/m_gap=*/dev" in markdown
+    assert f"| 0.5 | 2 | {statistics.fmean(gaps['0.5']):.4f} ± {statistics.stdev(gaps['0.5']):.4f} |" in markdown
+    for name in ("sweep-sweeps-m_gap-dev.png", "sweep-sweeps-loss-dev.png"):
+        payload = (root / "report" / name).read_bytes()
+        assert payload.startswith(PNG_SIGNATURE) and len(payload) > 5000
+    saved = json.loads((root / "report" / "results.json").read_text())["sweeps"]
+    assert saved["sweeps/m_gap=*/dev"]["values"] == ["0", "0.5", "1", "2"]

@@ -35,10 +35,18 @@ def test_aggregate_by_hand():
     views = np.asarray([0, 0, 1, 0, 2])
     scores = np.asarray([-1.0, -2.0, -3.0, -0.5, -4.0])
     weights = np.asarray([1.0, 2.0, 0.0, 0.5])
-    assert retrieve.aggregate(passages, views, scores, weights, "sum") == pytest.approx({0: -3.0 + 2 * -3.0, 1: -0.5})
-    assert retrieve.aggregate(passages, views, scores, weights, "max") == pytest.approx({0: -1.0 - 6.0, 1: -0.5})
-    expected = math.log(math.exp(-1.0) + math.exp(-2.0)) - 6.0
-    assert retrieve.aggregate(passages, views, scores, weights, "logsumexp") == pytest.approx({0: expected, 1: -0.5})
+    # passage 0: view 0 (weight 1) gives -1 and -2, view 1 (weight 2) gives -3, view 2 (weight 0) counts nothing
+    mix = lambda *terms: math.log(sum(weight * math.exp(score) for weight, score in terms))  # noqa: E731
+    assert retrieve.aggregate(passages, views, scores, weights, "sum") == pytest.approx(
+        {0: mix((1.0, -3.0), (2.0, -3.0)), 1: -0.5})
+    assert retrieve.aggregate(passages, views, scores, weights, "max") == pytest.approx(
+        {0: mix((1.0, -1.0), (2.0, -3.0)), 1: -0.5})
+    title = math.log(math.exp(-1.0) + math.exp(-2.0))
+    assert retrieve.aggregate(passages, views, scores, weights, "logsumexp") == pytest.approx(
+        {0: mix((1.0, title), (2.0, -3.0)), 1: -0.5})
+    # more evidence never lowers a score: passage 0 without its view-1 identifier scores lower
+    assert retrieve.aggregate(passages[1:], views[1:], scores[1:], weights, "max")[0] < \
+        retrieve.aggregate(passages, views, scores, weights, "max")[0]
     assert retrieve.aggregate(np.zeros(0, int), np.zeros(0, int), np.zeros(0), weights, "max") == {}
     with pytest.raises(ValueError, match="aggregation must be one of"):
         retrieve.aggregate(passages, views, scores, weights, "mean")
@@ -121,12 +129,10 @@ def expected_run(root: pathlib.Path, workdir: pathlib.Path, config) -> dict:
                      for passage in identifier.passages}
             for pair in pairs:
                 per_view.setdefault(pair, []).append(float(output.scores[0, row]))
-        scores: dict[str, float] = {}
+        mixtures: dict[str, float] = {}  # passage -> sum over views of weight * (summed probability of the view)
         for (view, passage), values in per_view.items():
-            top = max(values)
-            scores[passage] = scores.get(passage, 0.0) + weights[view] * (
-                top + math.log(sum(math.exp(v - top) for v in values)))
-        run[query_id] = scores
+            mixtures[passage] = mixtures.get(passage, 0.0) + weights[view] * sum(math.exp(v) for v in values)
+        run[query_id] = {passage: math.log(mixture) for passage, mixture in mixtures.items()}
     return run
 
 

@@ -6,10 +6,11 @@ identifiers (`config.identifiers`, see `dgr.identifiers`) are built once into `i
 
 Scoring. Each query's beam search returns up to `num_beams` identifier sequences with their scores (log-likelihood
 divided by length**length_penalty). A sequence counts for every (view, passage) pair of the identifiers it spells.
-A passage's score is sum over views v of weight_v * agg_v, where agg_v reduces the scores of the passage's decoded
-identifiers in view v by `aggregation`: "sum" (as MINDER/SEAL), "max" or "logsumexp" (log of the summed
-probabilities); views of which no identifier was decoded add nothing, and passages with no decoded identifier are
-not in the run.
+A passage's score mixes its views with their weights, log sum_v weight_v * exp(agg_v), where agg_v reduces the
+scores of the passage's decoded identifiers in view v by `aggregation`: "sum" (as MINDER/SEAL), "max" or
+"logsumexp" (log of the summed probabilities); views of which no identifier was decoded add nothing (so a passage
+found in two views never ranks below the same evidence in one), and passages with no decoded identifier are not in
+the run. Stage 2's differentiable s(q, p) mixes its views the same way.
 
 Batches of `batch_size` queries (rounded up to a multiple of the mesh's data x fsdp devices; the last one padded)
 are padded to one length, so the search compiles once. Config values are checked first, then the data and the
@@ -50,15 +51,18 @@ AGGREGATIONS = ("sum", "max", "logsumexp")
 
 def aggregate(passages: np.ndarray, views: np.ndarray, scores: np.ndarray, weights: np.ndarray, how: str
               ) -> dict[int, float]:
-    """Passage scores from decoded (passage, view, score) triples [n] each: per passage, sum over views of
-    weights[view] * (sum | max | logsumexp of that view's scores). Returns passage -> score."""
+    """Passage scores from decoded (passage, view, score) triples [n] each: per passage, the weighted mixture over
+    its views log sum_v weights[v] * exp(r_v), r_v = sum | max | logsumexp of view v's scores. Returns passage ->
+    score."""
     if how not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {how!r}")
+    weights = np.asarray(weights, np.float64)
+    counted = weights[views] > 0  # [n] a view of weight 0 adds nothing
+    passages, views, scores = passages[counted], views[counted], np.asarray(scores, np.float64)[counted]
     if len(passages) == 0:
         return {}
     pairs, group = np.unique(np.stack([passages, views], axis=1), axis=0, return_inverse=True)  # [g, 2], [n]
     group = group.reshape(-1)
-    scores = np.asarray(scores, np.float64)
     if how == "sum":
         reduced = np.bincount(group, weights=scores, minlength=len(pairs))  # [g]
     else:
@@ -67,9 +71,12 @@ def aggregate(passages: np.ndarray, views: np.ndarray, scores: np.ndarray, weigh
         reduced = maxima
         if how == "logsumexp":
             reduced = maxima + np.log(np.bincount(group, weights=np.exp(scores - maxima[group]), minlength=len(pairs)))
-    weighted = reduced * np.asarray(weights, np.float64)[pairs[:, 1]]  # [g]
+    weighted = reduced + np.log(weights[pairs[:, 1]])  # [g] log(weight_v) + agg_v
     passage_ids, owner = np.unique(pairs[:, 0], return_inverse=True)
-    totals = np.bincount(owner.reshape(-1), weights=weighted, minlength=len(passage_ids))
+    owner = owner.reshape(-1)
+    top = np.full(len(passage_ids), -np.inf)
+    np.maximum.at(top, owner, weighted)  # [passages]
+    totals = top + np.log(np.bincount(owner, weights=np.exp(weighted - top[owner]), minlength=len(passage_ids)))
     return dict(zip(passage_ids.tolist(), totals.tolist()))
 
 

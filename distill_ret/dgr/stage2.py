@@ -13,8 +13,9 @@ Examples (`ListExamples`, one per query of the candidates with a judged positive
 
 Passage score s(q, p): every identifier of p (each view with weight > 0; at most `max_identifiers_per_view` per view,
 the first ones in the identifiers file's order) is teacher-forced; its log-likelihood (divided by its token count
-when `length_normalize`) is aggregated per view by `view_aggregation` (max or logsumexp) and the views are summed
-with their weights (a view in which p has no identifier adds nothing), as mode retrieve scores decoded identifiers.
+when `length_normalize`) is aggregated per view by `view_aggregation` (max or logsumexp) and the views are mixed
+with their weights, s = log sum_v w_v exp(r_v) (a view in which p has no identifier adds nothing), as mode retrieve
+scores decoded identifiers.
 One forward pass per batch: each query is encoded once and its encoder states are repeated for the identifier rows
 of all its passages; the decoder runs over [queries x passages x identifiers, identifier tokens].
 
@@ -260,7 +261,9 @@ def identifier_log_likelihoods(model: T5, params: Any, queries: jax.Array, token
 
 def passage_scores(log_likelihoods: jax.Array, views: jax.Array, weights: jax.Array, how: str) -> jax.Array:
     """s(q, p) [batch, slots] from identifier log-likelihoods and views [batch, slots, rows] (view -1 = empty row):
-    sum over views v of weights[v] * (max | logsumexp over p's identifiers in v); a view without one adds 0."""
+    the weighted mixture over views log sum_v weights[v] * exp(r_v), r_v = max | logsumexp over p's identifiers in
+    view v; a view without one adds nothing. More evidence never lowers a score (a weighted sum of log-likelihoods
+    would rank a passage found in one view above the same passage found in two)."""
     in_view = views[..., None] == jnp.arange(len(weights))  # [batch, slots, rows, views]
     values = jnp.where(in_view, log_likelihoods[..., None], losses.MASKED_LOGIT)  # [batch, slots, rows, views]
     if how == "max":
@@ -270,7 +273,8 @@ def passage_scores(log_likelihoods: jax.Array, views: jax.Array, weights: jax.Ar
     else:
         raise ValueError(f"view aggregation must be one of {VIEW_AGGREGATIONS}, got {how!r}")
     present = jnp.any(in_view, axis=2)  # [batch, slots, views]
-    return jnp.sum(jnp.where(present, reduced, 0.0) * weights, axis=-1)  # [batch, slots]
+    log_weights = jnp.log(jnp.maximum(weights, 1e-30))  # [views]; views of weight 0 have no identifier rows
+    return jax.nn.logsumexp(jnp.where(present, reduced + log_weights, losses.MASKED_LOGIT), axis=-1)  # [batch, slots]
 
 
 # ------------------------------------------------------------------------------------------------ loss

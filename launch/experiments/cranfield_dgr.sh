@@ -8,7 +8,7 @@
 # teacher T: dgr_T/inputs/candidates (mode candidates: the stage-1 student's top 20 of every train query ranked by
 # T) -> dgr_T (stage 2, configs/dgr.py:cranfield_stage2) -> its test run. Baselines once under $ROOT/baselines/:
 # BM25, zero-shot MiniLM and the teachers on the test split (bench/cranfield_teachers.py runs, scored by mode
-# evaluate). The identifiers (title, atomic, spans views and their Unigram tokenizer) are built once in
+# evaluate). The identifiers (the title view and its Unigram tokenizer) are built once in
 # $ROOT/identifiers. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table (mean ± sample
 # std over the seed directories). Teachers: ce = the part-4 cross-encoder in $CROSS_ENCODER (train it first:
 # distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder), minilm = MiniLM dense.
@@ -28,8 +28,8 @@ IDENTIFIERS=${IDENTIFIERS:-$ROOT/identifiers}  # built by the first stage-1 run,
 IDS="--config.identifiers.dir=$IDENTIFIERS"
 # mode retrieve reads configs/retrieve.py, whose identifier views differ from configs/dgr.py's: name dgr's here.
 VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tokens=24 \
---config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=1.0 --config.identifiers.semantic.weight=0.0 \
---config.identifiers.spans.weight=1.0"
+--config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=0.0 --config.identifiers.semantic.weight=0.0 \
+--config.identifiers.spans.weight=0.0"
 
 stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
   local name=$1 done_file=$2; shift 2

