@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.dgr_stage1 = dgr.get_config("pydocs_stage1")  # stage 1: generation of identifiers
     _small_t5(config.dgr_stage1, full)
-    config.dgr_stage1.train.num_steps = 150 if full else 16  # optimizer updates
+    config.dgr_stage1.train.num_steps = 600 if full else 16  # optimizer updates
     config.dgr_stage1.train.warmup_steps = 15 if full else 2  # linear warm-up
     config.dgr_stage1.train.learning_rate = 5e-3 if full else 1e-2  # peak learning rate
     config.dgr_stage1.train.log_every = 20 if full else 4  # steps between train-loss records

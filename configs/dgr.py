@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.beir_dir = "" if tiny else config.data.beir_dir  # BEIR-layout directory; "" = builder data.name's
     config.data.train_split = "train"  # qrels split whose judged pairs give the retrieval pairs
     config.data.min_positive_gain = 1  # judged passages with at least this gain are retrieval targets and positives
-    config.data.indexing_input = "passage"  # indexing input: "passage" (title and text) or "spans" (drawn spans)
+    config.data.indexing_input = "passage"  # indexing input: "passage" (title and text), "text" or "spans"
     config.data.indexing_spans = 3  # spans per passage when indexing_input="spans"
     config.data.indexing_span_words = 16  # words per span when indexing_input="spans"
     config.data.retrieval_copies = 1  # copies of the retrieval pairs beside one of the indexing pairs

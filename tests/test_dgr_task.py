@@ -85,6 +85,13 @@ def test_indexing_spans_are_seeded_spans_of_each_passage(beir_dir, tmp_path):
         assert all(len(span.split()) == 3 and span in identifiers.passage_text(CORPUS[doc_id]) for span in spans)
 
 
+def test_indexing_text_is_the_passage_without_its_title(beir_dir, tmp_path):
+    config = tiny_config(beir_dir, tmp_path / "identifiers", indexing_input="text")
+    texts = dgr_task.indexing_texts(CORPUS, config.data)
+    assert texts == {doc_id: [document.text] for doc_id, document in CORPUS.items()}
+    assert all(CORPUS[doc_id].title not in text for doc_id, (text,) in texts.items() if CORPUS[doc_id].title)
+
+
 def test_loss_is_token_cross_entropy_of_the_collated_batch(task_and_config):
     task, config = task_and_config
     batch = task.collate([task.train_source[i] for i in range(6)])

@@ -7,7 +7,8 @@ student's candidates (mode candidates, `dgr.candidates`) into it.
   distill-ret train --config=configs/dgr.py:cranfield_stage2 --workdir=workdirs/dgr/stage2
 
 Stage 1. Examples (`StageOneExamples`, in a fixed order; the trainer shuffles them with train.seed):
-- indexing pairs: for every passage, its input (`data.indexing_input`: "passage" = title and text, "spans" =
+- indexing pairs: for every passage, its input (`data.indexing_input`: "passage" = title and text, "text" = the text
+  without the title (the input then never holds the title it is asked for, as a query does not), "spans" =
   `data.indexing_spans` spans of `data.indexing_span_words` words drawn with `data.seed`) -> each of its
   identifiers, in every view with weight > 0 (`config.identifiers`, see `dgr.identifiers`);
 - retrieval pairs: every judged pair of `data.train_split` with gain >= `data.min_positive_gain`: the query -> each
@@ -52,7 +53,7 @@ from distill_ret.training import evaluators, partitioning, state
 from distill_ret.training.tasks import ModelRecord, Task
 
 INIT_FIELDS = ("init_from", "init_step")  # config.model fields that say where the weights start
-INDEXING_INPUTS = ("passage", "spans")
+INDEXING_INPUTS = ("passage", "text", "spans")
 INDEXING, RETRIEVAL = "indexing", "retrieval"
 
 
@@ -83,9 +84,12 @@ def check_data(data: Any) -> None:
 
 
 def indexing_texts(corpus: Mapping[str, formats.Document], data: Any) -> dict[str, list[str]]:
-    """passage id -> its indexing inputs: the passage text, or `indexing_spans` spans seeded by (seed, position)."""
+    """passage id -> its indexing inputs: title and text, the text alone, or `indexing_spans` spans seeded by (seed,
+    position)."""
     if data.indexing_input == "passage":
         return {doc_id: [identifiers.passage_text(document)] for doc_id, document in corpus.items()}
+    if data.indexing_input == "text":
+        return {doc_id: [document.text] for doc_id, document in corpus.items() if document.text.strip()}
     return {doc_id: identifiers.sampled_spans(identifiers.passage_text(document), data.indexing_spans,
                                               data.indexing_span_words, np.random.default_rng((data.seed, position)))
             for position, (doc_id, document) in enumerate(corpus.items())}

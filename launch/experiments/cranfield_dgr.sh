@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# The Cranfield DGR table (README "DGR training"), resumable: every stage is skipped when its output exists.
+# The DGR table on Cranfield (README "DGR on Cranfield"), or on pydocs passages with DATASET=pydocs
+# (launch/experiments/pydocs_dgr.sh), resumable: every stage is skipped when its output exists.
 #
 #   launch/experiments/cranfield_dgr.sh                 # SEEDS="0 1 2" TEACHERS="ce minilm"
 #   SEEDS=0 TEACHERS=ce ROOT=/tmp/dgr launch/experiments/cranfield_dgr.sh
 #
-# Per seed S, under $ROOT/seedS/: stage1 (configs/dgr.py:cranfield_stage1, seed S) -> its test run; for each
+# Per seed S, under $ROOT/seedS/: stage1 (configs/dgr.py:${DATASET}_stage1, seed S) -> its test run; for each
 # teacher T: dgr_T/inputs/candidates (mode candidates: the stage-1 student's top 20 of every train query ranked by
-# T) -> dgr_T (stage 2, configs/dgr.py:cranfield_stage2) -> its test run. Baselines once under $ROOT/baselines/:
-# BM25, zero-shot MiniLM and the teachers on the test split (bench/cranfield_teachers.py runs, scored by mode
-# evaluate). The identifiers (the title view and its Unigram tokenizer) are built once in
+# T) -> dgr_T (stage 2, configs/dgr.py:${DATASET}_stage2) -> its test run. Baselines once under $ROOT/baselines/:
+# BM25, zero-shot MiniLM and the teachers on the test split (bench/cranfield_teachers.py runs over the data set's
+# BEIR directory, scored by mode evaluate; the cross-encoder only with the ce teacher). The identifiers (the title view and its Unigram tokenizer) are built once in
 # $ROOT/identifiers. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table (mean ± sample
 # std over the seed directories). Teachers: ce = the part-4 cross-encoder in $CROSS_ENCODER (train it first:
 # distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder), minilm = MiniLM dense.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ROOT=${ROOT:-workdirs/experiments/cranfield_dgr}
+DATASET=${DATASET:-cranfield}
+case $DATASET in
+  cranfield) DEFAULT_TEACHERS="ce minilm" ;;
+  pydocs) DEFAULT_TEACHERS="minilm" ;;  # the part-4 cross-encoder is trained on Cranfield only
+  *) echo "$0: DATASET must be cranfield or pydocs, got '$DATASET'" >&2; exit 2 ;;
+esac
+ROOT=${ROOT:-workdirs/experiments/${DATASET}_dgr}
 SEEDS=${SEEDS:-"0 1 2"}
-TEACHERS=${TEACHERS:-"ce minilm"}
+TEACHERS=${TEACHERS:-$DEFAULT_TEACHERS}
 CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
 DISTILL_RET=${DISTILL_RET:-distill-ret}
 PYTHON=${PYTHON:-python}
@@ -33,10 +40,10 @@ VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tok
 
 stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
   local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "[cranfield_dgr] $name: skipped ($done_file exists)"; return; fi
+  if [[ -e $done_file ]]; then echo "[${DATASET}_dgr] $name: skipped ($done_file exists)"; return; fi
   local start=$SECONDS
   "$@"
-  echo "[cranfield_dgr] $name: ran in $((SECONDS - start)) s"
+  echo "[${DATASET}_dgr] $name: ran in $((SECONDS - start)) s"
 }
 
 teacher_flags() {
@@ -48,18 +55,37 @@ teacher_flags() {
 }
 
 test_run() {  # test_run WORKDIR: the test split retrieved by WORKDIR's best checkpoint (R@100 needs 100 beams)
-  stage "$1 test" "$1/test.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \
+  stage "$1 test" "$1/test.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:$DATASET \
     --workdir="$1" --config.model.path="$1" $IDS $VIEWS --config.retrieve.num_beams=100 \
     --config.retrieve.name=test --config.retrieve.show_progress=False \
     --config.eval.measures=nDCG@10,MRR@10,R@10,R@100
 }
 
+BEIR_DIR=$($PYTHON - "$DATASET" <<'EOF'
+import importlib.util
+import sys
+
+from distill_ret.data import sources
+
+spec = importlib.util.spec_from_file_location("dgr_config", "configs/dgr.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(sources.load_beir(module.get_config(f"{sys.argv[1]}_stage1"), "")[1])  # builds pydocs on first use
+EOF
+)
+BASELINES="bm25 minilm-dense"
+CE_FLAG=""
+if [[ " $TEACHERS " == *" ce "* ]]; then
+  BASELINES="$BASELINES cross-encoder-rerank"
+  CE_FLAG="--cross_encoder $CROSS_ENCODER"
+fi
+
 mkdir -p "$ROOT/baselines"
-stage "baselines" "$ROOT/baselines/cross-encoder-rerank-test.trec" \
-  $PYTHON bench/cranfield_teachers.py --out "$ROOT/baselines" --cross_encoder "$CROSS_ENCODER"
-for run in bm25 minilm-dense cross-encoder-rerank; do
+stage "baselines" "$ROOT/baselines/${BASELINES##* }-test.trec" \
+  $PYTHON bench/cranfield_teachers.py --out "$ROOT/baselines" --data "$BEIR_DIR" $CE_FLAG
+for run in $BASELINES; do
   stage "baseline $run" "$ROOT/baselines/$run.metrics.json" $DISTILL_RET evaluate \
-    --config=configs/evaluate.py:cranfield --workdir="$ROOT/baselines" \
+    --config=configs/evaluate.py:$DATASET --workdir="$ROOT/baselines" --config.data.beir_dir="$BEIR_DIR" \
     --config.eval.run_path="$ROOT/baselines/$run-test.trec" --config.eval.name="$run" \
     --config.eval.measures=nDCG@10,MRR@10,R@10,R@100
 done
@@ -67,12 +93,12 @@ done
 for seed in $SEEDS; do
   dir=$ROOT/seed$seed
   stage "seed $seed stage 1" "$dir/stage1/.done" bash -c "$DISTILL_RET train \
-    --config=configs/dgr.py:cranfield_stage1 --workdir=$dir/stage1 --config.train.seed=$seed $IDS $EXTRA_STAGE1 \
+    --config=configs/dgr.py:${DATASET}_stage1 --workdir=$dir/stage1 --config.train.seed=$seed $IDS $EXTRA_STAGE1 \
     && touch $dir/stage1/.done"
   test_run "$dir/stage1"
   for teacher in $TEACHERS; do
     work=$dir/dgr_$teacher
-    flags="--config=configs/dgr.py:cranfield_stage2 --workdir=$work --config.model.init_from=$dir/stage1 \
+    flags="--config=configs/dgr.py:${DATASET}_stage2 --workdir=$work --config.model.init_from=$dir/stage1 \
       --config.distill.candidates_dir=$work/inputs/candidates --config.train.seed=$seed $IDS \
       $(teacher_flags "$teacher") $EXTRA_STAGE2"
     stage "seed $seed candidates ($teacher)" "$work/inputs/candidates/fingerprint.json" \
