@@ -4,10 +4,11 @@
   distill-ret candidates --config=configs/dgr.py:cranfield_stage2 --workdir=workdirs/dgr/stage2
   distill-ret train      --config=configs/dgr.py:cranfield_stage2 --workdir=workdirs/dgr/stage2
 
-Presets: `cranfield_stage1` (Cranfield, a small random T5 (d_model 128, 2+2 layers) with a Unigram tokenizer
-trained on the corpus, tied embeddings, title identifiers, 2000 steps; best checkpoint by constrained dev retrieval), `cranfield_stage2`
-(`config.stage = 2`: from workdirs/dgr/stage1, the candidates of mode candidates ranked by the cross-encoder in workdirs/cross_encoder;
-MiniLM as teacher: --config.teacher.kind=dense --config.teacher.path=<MiniLM dir>
+Presets: `cranfield_stage1` (Cranfield, a small random T5 (d_model 128, 2+2 layers, tied embeddings) with a
+Unigram tokenizer trained on the corpus, title identifiers, 2000 steps; best checkpoint by constrained dev
+retrieval), `cranfield_stage2` (`config.stage = 2`, 150 steps: from workdirs/dgr/stage1, the candidates of mode
+candidates ranked by the cross-encoder in workdirs/cross_encoder; MiniLM as teacher: --config.teacher.kind=dense
+--config.teacher.path=<MiniLM dir>
 --config.distill.candidates_dir=<another directory>), `pydocs_stage1` / `pydocs_stage2` (the pydocs builder's
 passages; MiniLM dense as teacher), `tiny` / `tiny_stage2` (tests: set data.beir_dir, identifiers.dir and, in stage
 2, model.init_from, teacher.path and distill.candidates_dir). `model.init_from` may name an HF T5 directory (its
