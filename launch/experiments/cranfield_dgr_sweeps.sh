@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The DGR robustness analyses on Cranfield dev (README "DGR training"), resumable: the paper's Figure 2 (nDCG against
-# the rank margin m_gap and against the list length M) and one row per distillation loss, all with the same
-# stage-1 student and the same teacher's candidate lists.
+# the rank margin m_gap and against the list length M), one row per distillation loss, and the other knobs the
+# issue names: lambda (the generation loss's weight), the candidate depth (the student's top D per train query; a
+# fresh candidates run per D) and the score (log-likelihood, or length-normalised). All with the same stage-1 student
+# and teacher; every run but the depth sweep's reads the same candidate lists.
 #
 #   launch/experiments/cranfield_dgr_sweeps.sh        # after launch/experiments/cranfield_dgr.sh (seed 0, ce)
 #   SEEDS="0 1" GAPS="0 1" launch/experiments/cranfield_dgr_sweeps.sh
@@ -9,7 +11,9 @@
 # Reads $TABLE_ROOT/seed0/stage1 (the stage-1 student) and $TABLE_ROOT/seed0/dgr_$TEACHER/inputs/candidates (its
 # candidates ranked by the teacher), both written by cranfield_dgr.sh. Per stage-2 seed S and setting, under
 # $ROOT/seedS/: m_gap=G (distilled RankNet with gap margin G), list_size=M (lists of M passages), loss=L (ranknet |
-# ltrgr | listnet | listwise_kl); each is configs/dgr.py:cranfield_stage2 with that one field changed, trained for the
+# ltrgr | listnet | listwise_kl), lambda=W (distill.gen_weight), depth=D (lists from $ROOT/candidates/depth=D, the
+# student's top D ranked by the teacher; D=20, the table's depth, reuses its lists), length_normalize=B; each is
+# configs/dgr.py:cranfield_stage2 with that one field changed, trained for the
 # preset's steps without dev evaluation (its last checkpoint is the one measured, so dev is not used to select it),
 # then retrieved on the dev split with 100 beams (dev.metrics.json). $ROOT/stage1/dev.metrics.json is the stage-1
 # student on dev. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table and writes one
@@ -24,6 +28,9 @@ TEACHER=${TEACHER:-ce}
 GAPS=${GAPS:-"0 0.25 0.5 1 2"}
 LIST_SIZES=${LIST_SIZES:-"4 8 12 16"}
 LOSSES=${LOSSES:-"ranknet ltrgr listnet listwise_kl"}
+LAMBDAS=${LAMBDAS:-"0 0.5 1 2"}
+DEPTHS=${DEPTHS:-"10 20 40"}
+LENGTH_NORMS=${LENGTH_NORMS:-"False True"}
 CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
 DISTILL_RET=${DISTILL_RET:-distill-ret}
 PYTHON=${PYTHON:-python}
@@ -67,11 +74,22 @@ dev_run() {  # dev_run WORKDIR STEP: WORKDIR's checkpoint STEP retrieved on the 
 mkdir -p "$ROOT/stage1"
 dev_run "$ROOT/stage1" "$STUDENT" best
 
+candidates_at() {  # candidates_at DEPTH: the directory of the student's top DEPTH ranked by the teacher
+  if [[ $1 == 20 ]]; then echo "$CANDIDATES"; else echo "$ROOT/candidates/depth=$1"; fi
+}
+for depth in $DEPTHS; do
+  dir=$(candidates_at "$depth")
+  stage "candidates depth $depth" "$dir/fingerprint.json" $DISTILL_RET candidates \
+    --config=configs/dgr.py:cranfield_stage2 --workdir="$ROOT/candidates" --config.model.init_from="$STUDENT" \
+    --config.distill.candidates_dir="$dir" --config.candidates.depth="$depth" --config.candidates.num_beams="$depth" \
+    $IDS $TEACHER_FLAGS
+done
+
 for seed in $SEEDS; do
-  run() {  # run NAME OVERRIDE: stage 2 with one field changed -> its dev run
+  run() {  # run NAME OVERRIDE [CANDIDATES_DIR]: stage 2 with one field changed -> its dev run
     local work=$ROOT/seed$seed/$1
     stage "seed $seed $1" "$work/.done" bash -c "$DISTILL_RET train --config=configs/dgr.py:cranfield_stage2 \
-      --workdir=$work --config.model.init_from=$STUDENT --config.distill.candidates_dir=$CANDIDATES \
+      --workdir=$work --config.model.init_from=$STUDENT --config.distill.candidates_dir=${3:-$CANDIDATES} \
       --config.train.seed=$seed $IDS $TEACHER_FLAGS --config.evals.dev.every=0 --config.checkpoint.best_metric= \
       $2 && touch $work/.done"
     dev_run "$work" "$work" latest
@@ -79,5 +97,9 @@ for seed in $SEEDS; do
   for gap in $GAPS; do run "m_gap=$gap" "--config.distill.gap_margin=$gap"; done
   for size in $LIST_SIZES; do run "list_size=$size" "--config.distill.list_size=$size"; done
   for loss in $LOSSES; do run "loss=$loss" "--config.distill.loss=$loss"; done
+  for weight in $LAMBDAS; do run "lambda=$weight" "--config.distill.gen_weight=$weight"; done
+  for depth in $DEPTHS; do run "depth=$depth" "--config.candidates.depth=$depth --config.candidates.num_beams=$depth" \
+    "$(candidates_at "$depth")"; done
+  for norm in $LENGTH_NORMS; do run "length_normalize=$norm" "--config.distill.length_normalize=$norm"; done
 done
 $DISTILL_RET report --config=configs/report.py --workdir="$ROOT" --config.report.measures=$MEASURES
