@@ -15,7 +15,8 @@
 # student's top D ranked by the teacher; D=20, the table's depth, reuses its lists), length_normalize=B; each is
 # configs/dgr.py:cranfield_stage2 with that one field changed, trained for the
 # preset's steps without dev evaluation (its last checkpoint is the one measured, so dev is not used to select it),
-# then retrieved on the dev split with 100 beams (dev.metrics.json). $ROOT/stage1/dev.metrics.json is the stage-1
+# then retrieved on the dev split with 100 beams (dev.metrics.json); the settings in TESTS (and the stage-1 student)
+# also on the test split (test.metrics.json). $ROOT/stage1/dev.metrics.json is the stage-1
 # student on dev. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table and writes one
 # table and plot per sweep (report.md, sweep-*.png).
 set -euo pipefail
@@ -31,6 +32,7 @@ LOSSES=${LOSSES:-"ranknet ltrgr listnet listwise_kl"}
 LAMBDAS=${LAMBDAS:-"0 0.5 1 2"}
 DEPTHS=${DEPTHS:-"10 20 40"}
 LENGTH_NORMS=${LENGTH_NORMS:-"False True"}
+TESTS=${TESTS:-"loss=ranknet loss=ltrgr length_normalize=True lambda=2"}  # settings also retrieved on the test split
 CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
 DISTILL_RET=${DISTILL_RET:-distill-ret}
 PYTHON=${PYTHON:-python}
@@ -64,15 +66,16 @@ stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exis
   echo "[cranfield_dgr_sweeps] $name: ran in $((SECONDS - start)) s"
 }
 
-dev_run() {  # dev_run WORKDIR STEP: WORKDIR's checkpoint STEP retrieved on the dev split
-  stage "$1 dev" "$1/dev.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \
-    --workdir="$1" --config.model.path="$2" --config.model.step="$3" $IDS $VIEWS --config.retrieve.num_beams=100 \
-    --config.data.split=dev --config.retrieve.name=dev --config.retrieve.show_progress=False \
+split_run() {  # split_run SPLIT WORKDIR MODEL STEP: MODEL's checkpoint STEP retrieved on SPLIT, written to WORKDIR
+  stage "$2 $1" "$2/$1.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \
+    --workdir="$2" --config.model.path="$3" --config.model.step="$4" $IDS $VIEWS --config.retrieve.num_beams=100 \
+    --config.data.split="$1" --config.retrieve.name="$1" --config.retrieve.show_progress=False \
     --config.eval.measures=$MEASURES
 }
 
 mkdir -p "$ROOT/stage1"
-dev_run "$ROOT/stage1" "$STUDENT" best
+split_run dev "$ROOT/stage1" "$STUDENT" best
+split_run test "$ROOT/stage1" "$STUDENT" best
 
 candidates_at() {  # candidates_at DEPTH: the directory of the student's top DEPTH ranked by the teacher
   if [[ $1 == 20 ]]; then echo "$CANDIDATES"; else echo "$ROOT/candidates/depth=$1"; fi
@@ -92,7 +95,7 @@ for seed in $SEEDS; do
       --workdir=$work --config.model.init_from=$STUDENT --config.distill.candidates_dir=${3:-$CANDIDATES} \
       --config.train.seed=$seed $IDS $TEACHER_FLAGS --config.evals.dev.every=0 --config.checkpoint.best_metric= \
       $2 && touch $work/.done"
-    dev_run "$work" "$work" latest
+    split_run dev "$work" "$work" latest
   }
   for gap in $GAPS; do run "m_gap=$gap" "--config.distill.gap_margin=$gap"; done
   for size in $LIST_SIZES; do run "list_size=$size" "--config.distill.list_size=$size"; done
@@ -101,5 +104,6 @@ for seed in $SEEDS; do
   for depth in $DEPTHS; do run "depth=$depth" "--config.candidates.depth=$depth --config.candidates.num_beams=$depth" \
     "$(candidates_at "$depth")"; done
   for norm in $LENGTH_NORMS; do run "length_normalize=$norm" "--config.distill.length_normalize=$norm"; done
+  for name in $TESTS; do split_run test "$ROOT/seed$seed/$name" "$ROOT/seed$seed/$name" latest; done
 done
 $DISTILL_RET report --config=configs/report.py --workdir="$ROOT" --config.report.measures=$MEASURES
