@@ -207,18 +207,25 @@ def group_distillation_loss(
 
 
 def kl_distillation(
-    student_scores: jax.Array, teacher_scores: jax.Array, mask: jax.Array | None = None, *, temperature: float = 1.0
+    student_scores: jax.Array,
+    teacher_scores: jax.Array,
+    mask: jax.Array | None = None,
+    *,
+    temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> SumCount:
     """Document-level distillation (FGD eq. 5): per query KL(p_ce || p_be) over {d+} ∪ N.
 
-    p_be = softmax(s_be / τ) and p_ce = softmax(s_ce / τ) as in eq. 2 (one τ for both). The paper writes
+    p_be = softmax(s_be / τ) and p_ce = softmax(s_ce / τ_t) as in eq. 2, where τ_t = `teacher_temperature` and
+    defaults to τ (the paper: one τ for both; a teacher on another scale, e.g. cosines, needs its own). The paper writes
     KL-Div(p_be || p_ce) in the argument order of PyTorch's `kl_div(student log-probs, teacher probs)`, which
     computes Σ p_ce (log p_ce - log p_be): that direction is the one implemented. Scores [batch, 1 + negatives],
     positive in column 0; queries whose positive is valid count.
     """
     mask = _full_mask(student_scores, mask)  # [batch, 1 + negatives]
+    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
     student_logits = student_scores.astype(jnp.float32) / temperature  # [batch, 1 + negatives]
-    teacher_logits = teacher_scores.astype(jnp.float32) / temperature  # [batch, 1 + negatives]
+    teacher_logits = teacher_scores.astype(jnp.float32) / teacher_temperature  # [batch, 1 + negatives]
     return _sum_count(_row_kl(student_logits, teacher_logits, mask), mask[:, 0])
 
 
@@ -229,11 +236,13 @@ def fine_grained_kl(
     negative_mask: jax.Array,
     *,
     temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> SumCount:
     """Fine-grained distillation of one granularity (FGD eq. 12, the inner (1/K^j) Σ_k of one j):
 
     per query, (1 / K) Σ_k KL(p_ce_k || p_be_k) over its K valid positive pieces, where p_k = softmax(s / τ) over
-    {positive piece k} ∪ its negative pieces N_k (eq. 10), and KL's direction is as in `kl_distillation`.
+    {positive piece k} ∪ its negative pieces N_k (eq. 10; the teacher's scores divided by `teacher_temperature`,
+    default τ, as in `kl_distillation`), and KL's direction is as in `kl_distillation`.
 
     student_scores, teacher_scores [batch, pieces, 1 + negatives]: row k holds piece k of the positive document in
     column 0 and its negative pieces after it. positive_mask [batch, pieces]: which pieces exist; negative_mask
@@ -245,8 +254,9 @@ def fine_grained_kl(
     negative_mask = jnp.broadcast_to(negative_mask.astype(bool), negatives_shape)  # [batch, pieces, negatives]
     negative_mask = negative_mask & positive_mask[..., None]  # [batch, pieces, negatives]
     mask = jnp.concatenate([positive_mask[..., None], negative_mask], axis=-1)  # [batch, pieces, 1 + negatives]
+    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
     student_logits = student_scores.astype(jnp.float32) / temperature  # [batch, pieces, 1 + negatives]
-    teacher_logits = teacher_scores.astype(jnp.float32) / temperature  # [batch, pieces, 1 + negatives]
+    teacher_logits = teacher_scores.astype(jnp.float32) / teacher_temperature  # [batch, pieces, 1 + negatives]
     piece_kl = jnp.where(positive_mask, _row_kl(student_logits, teacher_logits, mask), 0.0)  # [batch, pieces]
     num_pieces = jnp.sum(positive_mask.astype(jnp.float32), axis=-1)  # [batch]
     per_query = jnp.sum(piece_kl, axis=-1) / jnp.maximum(num_pieces, 1.0)  # [batch]

@@ -82,6 +82,16 @@ def test_document_distillation_adds_exactly_eq5_and_no_distillation_leaves_contr
     assert only_document == pytest.approx(full["contrastive"] + with_document["document_kl"], abs=1e-6)
 
 
+def test_teacher_temperature_changes_only_the_distillation_terms():
+    _, full = _terms(objective.FgdSwitches(document_distillation=True))
+    _, sharp = _terms(objective.FgdSwitches(document_distillation=True, teacher_temperature=0.5))
+    assert sharp["contrastive"] == full["contrastive"] and sharp["accuracy"] == full["accuracy"]
+    assert sharp["document_kl"] == pytest.approx(_kl([0.0, 2.0], [2.0, 1.0]), abs=1e-6)  # teacher (0, 1) / 0.5
+    assert sharp["sentence_kl"] == pytest.approx(_kl([2.0, 10.0], [3.0, 1.0]), abs=1e-6)
+    passage = (_kl([0.0, 0.0], [1.0, 0.5]) + _kl([4.0, 0.0], [0.0, 0.5])) / 2
+    assert sharp["passage_kl"] == pytest.approx(passage, abs=1e-6)
+
+
 def test_multi_vector_scores_by_hand():
     scores = objective.multi_vector_scores(
         np.array([1.0, 2.0]), np.array([[0.5, 3.0], [1.0, 9.0]]), np.array([[True, True], [True, False]]),

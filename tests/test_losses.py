@@ -194,6 +194,24 @@ def test_fine_grained_kl_eq12_averages_valid_pieces_per_query():
     np.testing.assert_allclose(grad[0, 1, :2], [-0.25, 0.25], rtol=1e-5)
 
 
+def test_teacher_temperature_divides_only_the_teacher_scores():
+    # teacher cosines (0.1, -0.1) at tau_t = 0.1 -> logits (1, -1): p = (e / (e + 1/e), ...); student tau = 1 -> (0, 0)
+    student = jnp.array([[0.0, 0.0]])
+    teacher = jnp.array([[0.1, -0.1]])
+    p = np.array([math.e, 1 / math.e]) / (math.e + 1 / math.e)
+    expected = float(np.sum(p * np.log(p / 0.5)))
+    total, _ = losses.kl_distillation(student, teacher, temperature=1.0, teacher_temperature=0.1)
+    np.testing.assert_allclose(float(total), expected, rtol=1e-6)
+    pieces, _ = losses.fine_grained_kl(student[:, None], teacher[:, None], jnp.ones((1, 1), bool),
+                                       jnp.ones((1, 1, 1), bool), temperature=1.0, teacher_temperature=0.1)
+    np.testing.assert_allclose(float(pieces), expected, rtol=1e-6)
+    same = losses.fine_grained_kl(student[:, None], teacher[:, None], jnp.ones((1, 1), bool),
+                                  jnp.ones((1, 1, 1), bool), temperature=0.5, teacher_temperature=None)
+    both = losses.fine_grained_kl(student[:, None], teacher[:, None], jnp.ones((1, 1), bool),
+                                  jnp.ones((1, 1, 1), bool), temperature=0.5, teacher_temperature=0.5)
+    np.testing.assert_allclose(value(same), value(both), rtol=1e-7)  # None = the student's τ (the paper)
+
+
 def test_fine_grained_kl_takes_one_negative_mask_for_every_piece():
     student = jnp.array([[[1.0, 0.0, PAD], [0.0, 2.0, -PAD]]])
     teacher = jnp.array([[[0.0, 1.0, PAD], [1.0, 1.0, PAD]]])

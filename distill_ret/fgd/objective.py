@@ -32,6 +32,7 @@ class FgdSwitches:
     passage_distillation: bool = True
     sentence_distillation: bool = True
     document_distillation: bool = False
+    teacher_temperature: float | None = None  # the teacher's τ in eq. 5 and 12; None = τ (the paper)
 
     @property
     def distills_pieces(self) -> bool:
@@ -74,7 +75,7 @@ def _piece_lists(positives: jax.Array, negatives: jax.Array) -> jax.Array:
     return jnp.concatenate([positives[..., None], shared], axis=-1)  # [batch, pieces, 1 + n]
 
 
-def granularity_kl(piece_scores, batch, prefix: str, start: int, count: int, temperature: float):
+def granularity_kl(piece_scores, batch, prefix: str, start: int, count: int, switches: FgdSwitches):
     """eq. 12 for one granularity: (sum, count) over examples. piece_scores [batch, docs, rows]."""
     positives = piece_scores[:, 0, start:start + count]  # [batch, pieces]
     negatives = _gather_rows(piece_scores, batch[f"{prefix}_negatives"])  # [batch, n]
@@ -82,7 +83,7 @@ def granularity_kl(piece_scores, batch, prefix: str, start: int, count: int, tem
     teacher = _piece_lists(batch[f"teacher_{prefix}s"], batch[f"teacher_{prefix}_negatives"])  # [b, pieces, 1 + n]
     negative_mask = batch[f"{prefix}_negative_valid"][:, None, :]  # [batch, 1, n]
     return losses.fine_grained_kl(student, teacher, batch[f"{prefix}_valid"], negative_mask,
-                                  temperature=temperature)
+                                  temperature=switches.temperature, teacher_temperature=switches.teacher_temperature)
 
 
 def fgd_loss(query_embeddings: jax.Array, document_embeddings: jax.Array, piece_embeddings: jax.Array, batch,
@@ -97,15 +98,16 @@ def fgd_loss(query_embeddings: jax.Array, document_embeddings: jax.Array, piece_
         piece_scores = jnp.einsum("bh,bdrh->bdr", query_embeddings, piece_embeddings)  # [batch, docs, rows]
         if switches.passage_distillation:
             metrics["passage_kl"] = granularity_kl(piece_scores, batch, "passage", 0, layout.num_passages,
-                                                   switches.temperature)
+                                                   switches)
             total = total + metrics["passage_kl"][0]
         if switches.sentence_distillation:
             metrics["sentence_kl"] = granularity_kl(piece_scores, batch, "sentence", layout.passage_rows,
-                                                    layout.num_sentences, switches.temperature)
+                                                    layout.num_sentences, switches)
             total = total + metrics["sentence_kl"][0]
     if switches.document_distillation:
         metrics["document_kl"] = losses.kl_distillation(document_scores, batch["teacher_documents"], document_valid,
-                                                        temperature=switches.temperature)
+                                                        temperature=switches.temperature,
+                                                        teacher_temperature=switches.teacher_temperature)
         total = total + metrics["document_kl"][0]
     return (total, contrastive[1]), metrics
 

@@ -11,7 +11,8 @@ Teacher (`config.teacher`, any `teachers.loader` kind; only when a distillation 
 text) pairs through `teachers/piece_scores.py` (cached at `teacher.cache_path` when set, fingerprinted) and, for
 document-level KD (eq. 5), (query, document) pairs.
 
-Switches (`config.fgd`): contrastive_weight (λ), temperature (τ), passage_distillation, sentence_distillation,
+Switches (`config.fgd`): contrastive_weight (λ), temperature (τ), teacher_temperature (the teacher's τ; 0 = τ),
+passage_distillation, sentence_distillation,
 document_distillation, representation ("global" eq. 7 | "fg_pooling" | "all_pooling" | "separate"; `fgd.spans`).
 Table 2 rows: FGD = passage + sentence; w/o pass-distill / w/o sent-distill = one off; w/ doc-distill = all three;
 FG pooling / All pooling (with model.pooling="mean") / Separate Pieces = representation; only doc-distill =
@@ -54,12 +55,15 @@ def switches_from_config(section: Any) -> objective.FgdSwitches:
         raise ConfigError(f"config.fgd.contrastive_weight={section.contrastive_weight}: must be >= 0")
     if not section.temperature > 0.0:
         raise ConfigError(f"config.fgd.temperature={section.temperature}: must be > 0")
+    teacher_temperature = section.teacher_temperature
+    if not teacher_temperature >= 0.0:
+        raise ConfigError(f"config.fgd.teacher_temperature={teacher_temperature}: must be > 0, or 0 for τ")
     if section.representation not in spans.REPRESENTATIONS:
         raise ConfigError(f"config.fgd.representation={section.representation!r}: expected one of "
                           f"{spans.REPRESENTATIONS}")
     return objective.FgdSwitches(float(section.contrastive_weight), float(section.temperature),
                                  bool(section.passage_distillation), bool(section.sentence_distillation),
-                                 bool(section.document_distillation))
+                                 bool(section.document_distillation), float(teacher_temperature) or None)
 
 
 def layout_from_config(data: Any) -> objective.Layout:
