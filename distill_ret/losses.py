@@ -67,6 +67,13 @@ def _row_cross_entropy(student_logits: jax.Array, teacher_logits: jax.Array, mas
     return -jnp.sum(jnp.where(mask, teacher * log_student, 0.0), axis=-1)  # [...]
 
 
+def _tempered_logits(student_scores: jax.Array, teacher_scores: jax.Array, temperature: float,
+                     teacher_temperature: float | None) -> tuple[jax.Array, jax.Array]:
+    """(student / τ, teacher / τ_t) in float32, same shapes; τ_t = None means τ."""
+    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
+    return (student_scores.astype(jnp.float32) / temperature, teacher_scores.astype(jnp.float32) / teacher_temperature)
+
+
 def _hinge(values: jax.Array) -> jax.Array:
     """max(0, x) with gradient 0 at x = 0 (so a pair exactly at its margin sends no gradient)."""
     return jnp.where(values > 0.0, values, 0.0)  # the shape of values
@@ -190,9 +197,8 @@ def listwise_kl(
     with at least one valid entry count. No τ² factor is applied (the caller scales if it wants Hinton's).
     """
     mask = _full_mask(student_scores, mask)  # [batch, list]
-    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
-    student_logits = student_scores.astype(jnp.float32) / temperature  # [batch, list]
-    teacher_logits = teacher_scores.astype(jnp.float32) / teacher_temperature  # [batch, list]
+    student_logits, teacher_logits = _tempered_logits(student_scores, teacher_scores, temperature,
+                                                      teacher_temperature)  # [batch, list] each
     return _sum_count(_row_kl(student_logits, teacher_logits, mask), jnp.any(mask, axis=-1))
 
 
@@ -217,15 +223,14 @@ def kl_distillation(
     """Document-level distillation (FGD eq. 5): per query KL(p_ce || p_be) over {d+} ∪ N.
 
     p_be = softmax(s_be / τ) and p_ce = softmax(s_ce / τ_t) as in eq. 2, where τ_t = `teacher_temperature` and
-    defaults to τ (the paper: one τ for both; a teacher on another scale, e.g. cosines, needs its own). The paper writes
-    KL-Div(p_be || p_ce) in the argument order of PyTorch's `kl_div(student log-probs, teacher probs)`, which
+    defaults to τ (the paper: one τ for both; a teacher on another scale, e.g. cosines, needs its own). The paper
+    writes KL-Div(p_be || p_ce) in the argument order of PyTorch's `kl_div(student log-probs, teacher probs)`, which
     computes Σ p_ce (log p_ce - log p_be): that direction is the one implemented. Scores [batch, 1 + negatives],
     positive in column 0; queries whose positive is valid count.
     """
     mask = _full_mask(student_scores, mask)  # [batch, 1 + negatives]
-    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
-    student_logits = student_scores.astype(jnp.float32) / temperature  # [batch, 1 + negatives]
-    teacher_logits = teacher_scores.astype(jnp.float32) / teacher_temperature  # [batch, 1 + negatives]
+    student_logits, teacher_logits = _tempered_logits(student_scores, teacher_scores, temperature,
+                                                      teacher_temperature)  # [batch, 1 + negatives] each
     return _sum_count(_row_kl(student_logits, teacher_logits, mask), mask[:, 0])
 
 
@@ -254,9 +259,8 @@ def fine_grained_kl(
     negative_mask = jnp.broadcast_to(negative_mask.astype(bool), negatives_shape)  # [batch, pieces, negatives]
     negative_mask = negative_mask & positive_mask[..., None]  # [batch, pieces, negatives]
     mask = jnp.concatenate([positive_mask[..., None], negative_mask], axis=-1)  # [batch, pieces, 1 + negatives]
-    teacher_temperature = temperature if teacher_temperature is None else teacher_temperature
-    student_logits = student_scores.astype(jnp.float32) / temperature  # [batch, pieces, 1 + negatives]
-    teacher_logits = teacher_scores.astype(jnp.float32) / teacher_temperature  # [batch, pieces, 1 + negatives]
+    student_logits, teacher_logits = _tempered_logits(student_scores, teacher_scores, temperature,
+                                                      teacher_temperature)  # [batch, pieces, 1 + negatives] each
     piece_kl = jnp.where(positive_mask, _row_kl(student_logits, teacher_logits, mask), 0.0)  # [batch, pieces]
     num_pieces = jnp.sum(positive_mask.astype(jnp.float32), axis=-1)  # [batch]
     per_query = jnp.sum(piece_kl, axis=-1) / jnp.maximum(num_pieces, 1.0)  # [batch]
