@@ -153,6 +153,8 @@ IN_PROCESS_CASES = [
     case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
     case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
+    case("train-fgd-negative-teacher-temperature", "train", *MINE[1:], "--config.fgd.teacher_temperature=-1.0",
+         message="config.fgd.teacher_temperature=-1.0: must be > 0, or 0 for τ"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
     case("candidates-missing-teacher", *CANDIDATES, "--config.teacher.path={S}/absent", message="config.teacher.path="),
