@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.passages_per_doc = (2, 4)  # Cranfield abstracts per long document (CPU-sized; paper-like: 4-8)
     config.data.train_split = "train"  # qrels split whose judged documents are the positives
     config.data.min_positive_gain = 1  # judged documents with at least this gain are positives
+    config.data.visible_positives_only = False  # keep only pairs whose judged passage is within max_length tokens
     config.data.max_length = 64 if tiny else 192  # document tokens (one truncated encoding per document; CPU-sized)
     config.data.query_max_length = 16 if tiny else 48  # query tokens
     config.data.num_negatives = 2 if tiny else 3  # hard negative documents per example (CPU-sized)

@@ -203,3 +203,33 @@ def test_teacher_scores_line_up_with_the_pieces(beir_dir, tokenizer_dir, tmp_pat
     np.testing.assert_array_equal(example["teacher_sentence_negatives"][: len(kept)],
                                   [text(d, segmented.sentence_chars[s]) for d, s in kept])
     assert max(len(r.pieces) for r in requests if r.doc_id == others[1]) == 1  # only the prefix that is used
+
+
+def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir_dir, tokenizer_dir, tmp_path):
+    config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24)
+    student = task.inputs.student(config)
+    documents = task.inputs.long_documents(config, student.tokenizer)
+    dataset = documents.dataset
+    qrels = dataset.qrels["train"]
+    pairs = [(qid, doc_id) for qid in sorted(qrels) for doc_id in sorted(qrels[qid])]
+
+    def encoded(doc_id, passage_id):  # a token of the passage's characters within the 24-token encoding
+        text = dataset.documents[doc_id].text
+        span = next(p for p in dataset.documents[doc_id].passages if p.passage_id == passage_id)
+        offsets = student.tokenizer(text, truncation=True, max_length=24, return_offsets_mapping=True)["offset_mapping"]
+        return any(span.start <= start < span.end for start, end in offsets if end > start)
+
+    owner = {p.passage_id: doc_id for doc_id, document in dataset.documents.items() for p in document.passages}
+    expected = [(qid, doc_id) for qid, doc_id in pairs
+                if any(owner[p] == doc_id and encoded(doc_id, p) for p in dataset.passage_qrels["train"][qid])]
+    assert 0 < len(expected) < len(pairs)  # the fixture has both kinds
+    assert task.visible_pairs(pairs, documents, "train", 1) == expected
+    assert task.visible_pairs(pairs, documents, "train", 2) == [
+        (qid, doc_id) for qid, doc_id in expected
+        if any(owner[p] == doc_id and encoded(doc_id, p) for p, gain in dataset.passage_qrels["train"][qid].items()
+               if gain >= 2)]
+    with pytest.raises(ConfigError, match="config.data.visible_positives_only: no judged passage"):
+        task.visible_pairs([], documents, "train", 1)
+    warmup = _config("tiny_warmup", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24,
+                     data__visible_positives_only=True)
+    assert task.build_task(warmup).train_source.pairs == expected

@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.passage_words = 100  # words per passage window of a document body
     config.data.train_split = "train"  # qrels split whose judged documents are the positives
     config.data.min_positive_gain = 1  # judged documents with at least this gain are positives
+    config.data.visible_positives_only = False  # keep only pairs whose judged passage is within max_length tokens
     config.data.max_length = 512  # document tokens (one truncated encoding per document)
     config.data.query_max_length = 32  # query tokens
     config.data.num_negatives = 7  # hard negative documents per example

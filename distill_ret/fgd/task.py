@@ -1,7 +1,8 @@
 """Task `fgd`: a BERT bi-encoder for long documents trained with `λ·L_cl + L_fkd` (FGD eq. 13) and the Table 2
 ablations; stage 1 (warm-up) is the same task with every distillation switched off.
 
-Examples: every (train query, judged document with gain >= data.min_positive_gain). Each example holds the query,
+Examples: every (train query, judged document with gain >= data.min_positive_gain); with data.visible_positives_only,
+only those whose judged passage keeps a token within the truncated encoding. Each example holds the query,
 the positive document and `data.num_negatives` negative documents (from `data.negatives_file`, mined by mode `mine`
 with the previous stage's student, or, when that is "", BM25's best unjudged documents: stage 1), with the spans of
 the positive's first `data.num_passages` passages and `data.num_sentences` sentences and of the mined negative
@@ -301,6 +302,26 @@ def make_loss_fn(model: heads.BiEncoder, layout: objective.Layout, switches: obj
     return loss_fn
 
 
+def visible_pairs(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocuments, split: str,
+                  min_gain: int) -> list[tuple[str, str]]:
+    """The (query, document) pairs whose document keeps, within its truncated encoding, a token of a passage judged
+    for that query with gain >= min_gain (`data.visible_positives_only`); ConfigError when none is left."""
+    dataset = documents.dataset
+    passage_qrels = dataset.passage_qrels.get(split, {})
+    position = {passage.passage_id: (doc_id, index) for doc_id, document in dataset.documents.items()
+                for index, passage in enumerate(document.passages)}
+    kept = []
+    for qid, doc_id in pairs:
+        mask = documents.segmented[doc_id].passage_mask
+        judged = [position[p] for p, gain in passage_qrels.get(qid, {}).items() if gain >= min_gain and p in position]
+        if any(owner == doc_id and mask[index] for owner, index in judged):
+            kept.append((qid, doc_id))
+    if not kept:
+        raise ConfigError(f"config.data.visible_positives_only: no judged passage of split {split!r} lies within the "
+                          f"first data.max_length tokens of its document; no training pair is left")
+    return kept
+
+
 def build_task(config: Any) -> Task:
     """The fgd Task from a configs/fgd.py config."""
     data = config.data
@@ -326,6 +347,8 @@ def build_task(config: Any) -> Task:
     if not pairs:
         raise ConfigError(f"config.data.min_positive_gain={data.min_positive_gain}: no judged pair of split "
                           f"{data.train_split!r} reaches it")
+    if data.visible_positives_only:
+        pairs = visible_pairs(pairs, documents, data.train_split, data.min_positive_gain)
     if data.negatives_file:
         negatives = file_negatives(data.negatives_file, documents, documents.dataset.qrels)
         pairs = [(qid, doc_id) for qid, doc_id in pairs if qid in negatives]
