@@ -219,7 +219,7 @@ def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir
         offsets = student.tokenizer(text, truncation=True, max_length=24, return_offsets_mapping=True)["offset_mapping"]
         return any(span.start <= start < span.end for start, end in offsets if end > start)
 
-    owner = {p.passage_id: doc_id for doc_id, document in dataset.documents.items() for p in document.passages}
+    owner = dataset.passage_document
     expected = [(qid, doc_id) for qid, doc_id in pairs
                 if any(owner[p] == doc_id and encoded(doc_id, p) for p in dataset.passage_qrels["train"][qid])]
     assert 0 < len(expected) < len(pairs)  # the fixture has both kinds

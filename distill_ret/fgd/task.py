@@ -306,15 +306,13 @@ def visible_pairs(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocume
                   min_gain: int) -> list[tuple[str, str]]:
     """The (query, document) pairs whose document keeps, within its truncated encoding, a token of a passage judged
     for that query with gain >= min_gain (`data.visible_positives_only`); ConfigError when none is left."""
-    dataset = documents.dataset
-    passage_qrels = dataset.passage_qrels.get(split, {})
-    position = {passage.passage_id: (doc_id, index) for doc_id, document in dataset.documents.items()
-                for index, passage in enumerate(document.passages)}
+    passage_qrels = documents.dataset.passage_qrels.get(split, {})
     kept = []
     for qid, doc_id in pairs:
-        mask = documents.segmented[doc_id].passage_mask
-        judged = [position[p] for p, gain in passage_qrels.get(qid, {}).items() if gain >= min_gain and p in position]
-        if any(owner == doc_id and mask[index] for owner, index in judged):
+        judged = {p for p, gain in passage_qrels.get(qid, {}).items() if gain >= min_gain}
+        mask = documents.segmented[doc_id].passage_mask  # [passages]
+        if any(passage.passage_id in judged and mask[index]
+               for index, passage in enumerate(documents.dataset.documents[doc_id].passages)):
             kept.append((qid, doc_id))
     if not kept:
         raise ConfigError(f"config.data.visible_positives_only: no judged passage of split {split!r} lies within the "
