@@ -124,6 +124,14 @@ def add_stage_two(config: ml_collections.ConfigDict, tiny: bool, data_set: str, 
     config.candidates.batch_size = 8 if tiny else 32  # queries per search
     config.candidates.max_query_length = 16 if tiny else 64  # query tokens
     config.candidates.output = ""  # output directory; "" = distill.candidates_dir, else <workdir>/inputs/candidates
+    # Pseudo-queries (dgr.candidates, data/pseudo_queries.py): sentences of passage texts searched and ranked like the
+    # split's queries, each with its source passage as positive; the paper's recipe uses none (count 0).
+    config.candidates.pseudo = ml_collections.ConfigDict()
+    config.candidates.pseudo.count = 0  # passages that give one pseudo-query each (0 = none)
+    config.candidates.pseudo.seed = 0  # seed of the passages and sentences drawn
+    config.candidates.pseudo.min_words = 4 if tiny else 6  # words of a pseudo-query, at least
+    config.candidates.pseudo.max_words = 12 if tiny else 30  # and at most
+    config.candidates.pseudo.skip_words = 0  # a pseudo-query starts at or after this word of the passage text
 
     config.teacher = ml_collections.ConfigDict()
     config.teacher.kind = "run_file" if tiny else ("dense" if data_set == "pydocs" else "cross_encoder")  # ranker

@@ -157,6 +157,8 @@ IN_PROCESS_CASES = [
          message="config.fgd.teacher_temperature=-1.0: must be > 0, or 0 for τ"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
+    case("candidates-pseudo-bounds", *CANDIDATES, "--config.candidates.pseudo.max_words=2",
+         message="config.candidates.pseudo.max_words=2"),
     case("candidates-missing-teacher", *CANDIDATES, "--config.teacher.path={S}/absent", message="config.teacher.path="),
     case("candidates-corrupt-student", *CANDIDATES, message="hf_bad"),
     # report

@@ -4,7 +4,8 @@ student's top passages plus the judged positives, ranked by a run-file teacher) 
 The candidates directory holds the teacher order with the teacher's scores, the student's run, the positives and a
 fingerprint; a second run with the same inputs reuses it; another teacher, another step or another run of the
 student is refused by the mode and by stage 2's reader, naming the field, and the directory stays as it was. Stage
-2 starts from stage 1's final parameters, changes them, and its checkpoint holds exactly the student's T5 tree."""
+2 starts from stage 1's final parameters, changes them, and its checkpoint holds exactly the student's T5 tree.
+Pseudo-queries join the lists with their source passage as positive and their text in the directory."""
 import json
 import pathlib
 import shutil
@@ -13,9 +14,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import transformers
 
 from configs import dgr as dgr_config
-from distill_ret.data import formats
+from distill_ret.data import formats, pseudo_queries
 from distill_ret.dgr import candidates
 from distill_ret.dgr import task as dgr_task
 from distill_ret.models.t5 import T5
@@ -173,3 +175,41 @@ def test_mode_retrieve_reads_the_runs_own_identifiers_back(chain, tmp_path):
     student = formats.read_run(output / candidates.STUDENT_RUN)
     assert {qid: list(docs) for qid, docs in written.items() if docs} == {
         qid: list(docs) for qid, docs in student.items() if docs}
+
+
+def test_pseudo_queries_join_the_lists_with_their_source_passage_as_positive(chain):
+    root, config, _ = chain
+    pseudo = config.candidates.pseudo
+    drawn = pseudo_queries.draw(CORPUS, 3, seed=pseudo.seed, min_words=pseudo.min_words,
+                                max_words=pseudo.max_words, skip_words=pseudo.skip_words)
+    assert len(drawn) == 3
+    run = teacher_run(0)
+    run.update({f"pseudo-d{i}": {f"d{j}": float((i * 3 + j * 5) % 12) for j in range(12)} for i in range(12)})
+    formats.write_run(run, root / "teacher_pseudo.trec", tag="teacher")
+    changed = with_changes(config, **{"teacher.path": str(root / "teacher_pseudo.trec"),
+                                      "distill.candidates_dir": str(root / "candidates_pseudo")})
+    changed.candidates.pseudo.count = 3
+    output = candidates.run_from_config(changed, str(root / "stage2_pseudo"))
+    queries = formats.read_queries(output / candidates.QUERIES_FILE)
+    positives = formats.read_qrels(output / candidates.QRELS_FILE)
+    ranked = formats.read_run(output / candidates.TEACHER_RUN)
+    assert queries == {**{qid: QUERIES[qid] for qid in QRELS["train"]}, **{q.query_id: q.text for q in drawn}}
+    for query in drawn:
+        assert positives[query.query_id] == {query.doc_id: 1}
+        docs = ranked[query.query_id]
+        assert query.doc_id in docs
+        assert list(docs) == sorted(docs, key=lambda d: (-run[query.query_id][d], d))
+    fingerprint = candidates.read_fingerprint(output)
+    assert fingerprint["pseudo.count"] == "3" and fingerprint["pseudo.min_words"] == str(pseudo.min_words)
+    fewer = changed.copy_and_resolve_references()
+    fewer.candidates.pseudo.count = 2
+    with pytest.raises(candidates.StaleCandidatesError, match="pseudo.count"):
+        candidates.run_from_config(fewer, str(root / "stage2_pseudo"))
+    task = dgr_task.build_task(changed)
+    examples = task.train_source
+    tokenizer = transformers.AutoTokenizer.from_pretrained(config.identifiers.dir)
+    for query in drawn:  # stage 2 encodes the pseudo-query's text from the candidates directory
+        example = examples[examples.query_ids.index(query.query_id)]
+        expected = tokenizer([query.text], truncation=True, max_length=changed.data.max_input_length)["input_ids"][0]
+        np.testing.assert_array_equal(example["query"], expected)
+        assert example["positive"][0] and example["teacher"][0] == run[query.query_id][query.doc_id]

@@ -132,20 +132,20 @@ def test_identifier_rows_and_list_examples_follow_the_candidates():
     np.testing.assert_array_equal(rows["d0"][0], [[5, 1, 0, 0], [3, 1, 0, 0], [9, 1, 0, 0]])
     np.testing.assert_array_equal(rows["d1"][1], [0, 1, -1])  # no span: an empty row
     found = candidates.Candidates(teacher={"q": {"d2": 3.0, "d1": 2.0, "d0": 1.0}, "r": {"d0": 1.0}}, student={},
-                                  positives={"q": {"d0": 1, "d1": 2}, "r": {"d0": 1}}, fingerprint={})
+                                  positives={"q": {"d0": 1, "d1": 2}, "r": {"d0": 1}},
+                                  queries={"q": "query", "r": "r"}, fingerprint={})
 
     def tokenizer(texts, truncation, max_length):
         return {"input_ids": [[len(text), 1] for text in texts]}
 
-    pinned = stage2.ListExamples(found, {"q": "query", "r": "r"}, rows, tokenizer, 8,
-                                 settings(list_kind="pinned", list_size=3), 0)
+    pinned = stage2.ListExamples(found, rows, tokenizer, 8, settings(list_kind="pinned", list_size=3), 0)
     assert pinned.query_ids == ["q"] and pinned.num_positive_slots == 2  # r has no negative
     example = pinned[0]
+    np.testing.assert_array_equal(example["query"], [5, 1])  # the candidates' text of q ("query")
     np.testing.assert_array_equal(example["teacher"], [2.0, 1.0, 3.0, 0.0])  # d1 (gain 2), d0, then d2, padding
     np.testing.assert_array_equal(example["valid"], [True, True, True, False])
     np.testing.assert_array_equal(example["tokens"][2], rows["d2"][0])
-    ordered = stage2.ListExamples(found, {"q": "query", "r": "r"}, rows, tokenizer, 8,
-                                  settings(list_kind="teacher_order", list_size=2), 0)
+    ordered = stage2.ListExamples(found, rows, tokenizer, 8, settings(list_kind="teacher_order", list_size=2), 0)
     np.testing.assert_array_equal(ordered[0]["positive"], [False, True])  # d2, d1 in teacher order
     assert ordered.num_positive_slots == 0
 

@@ -12,14 +12,22 @@ Student: `candidates.student` (a dgr training workdir or a Hugging Face T5 direc
 run_file) scores those passages together with the query's judged positives (so every positive has a teacher score
 and a place in the teacher's order, whether the student found it or not).
 
+Pseudo-queries (`candidates.pseudo`, `data.pseudo_queries`; off when `count` = 0): besides the split's queries, up to
+`pseudo.count` sentences drawn from passage texts (`min_words`..`max_words` words, starting at or after word
+`skip_words`, seeded by `pseudo.seed`) are searched and ranked the same way, each with its source passage as its one
+positive (gain 1). Their teacher ranking is a label nobody judged: distillation then reaches queries the student
+has not memorised.
+
 Output, an atomic directory at `candidates.output` (default `distill.candidates_dir`, else
 `<workdir>/inputs/candidates`):
 - `teacher.trec`: per query the teacher's scores of its candidates, in teacher order (ties by document id);
 - `student.trec`: the student's top `depth` passages with its scores;
-- `qrels.tsv`: the judged positives of each query (BEIR qrels);
+- `qrels.tsv`: the positives of each query (BEIR qrels; a pseudo-query's is its source passage);
+- `queries.jsonl`: the text of each query (BEIR queries), which stage 2 encodes;
 - `fingerprint.json`: flat string fields `student.*` (workdir path, step, params digest), `teacher.*` (kind, path, a
   cheap identity of the files, and `teacher.fingerprint.*` = `Teacher.fingerprint()`), `data.*` (digest of corpus,
-  queries and judgements; split; minimum gain), `identifiers.sha256` and `option.*` (the search options).
+  queries and judgements; split; minimum gain), `identifiers.sha256`, `option.*` (the search options) and
+  `pseudo.*` (the pseudo-query fields).
 Running again with the same fingerprint reuses the directory (prints so); any other fingerprint is refused
 (StaleCandidatesError naming the differing fields), never overwritten.
 
@@ -40,7 +48,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from distill_ret.data import formats, sources
+from distill_ret.data import formats, pseudo_queries, sources
 from distill_ret.dgr import identifiers, retrieve, student
 from distill_ret.errors import ConfigError, UserError, describe_differences
 from distill_ret.hf import core
@@ -49,10 +57,12 @@ from distill_ret.teachers.base import TeacherQuery, rank_order
 from distill_ret.teachers.loader import TEACHER_KINDS, load_teacher
 from distill_ret.training import checkpointing, state
 
-FORMAT = "distill_ret.dgr_candidates/1"
-TEACHER_RUN, STUDENT_RUN, QRELS_FILE, FINGERPRINT_FILE = "teacher.trec", "student.trec", "qrels.tsv", "fingerprint.json"
+FORMAT = "distill_ret.dgr_candidates/2"
+TEACHER_RUN, STUDENT_RUN, QRELS_FILE, QUERIES_FILE, FINGERPRINT_FILE = (
+    "teacher.trec", "student.trec", "qrels.tsv", "queries.jsonl", "fingerprint.json")
 OUTPUT_NAME = os.path.join("inputs", "candidates")
 SEARCH_OPTIONS = ("depth", "num_beams", "length_penalty", "aggregation", "max_query_length")
+PSEUDO_FIELDS = ("count", "seed", "min_words", "max_words", "skip_words")
 
 
 class StaleCandidatesError(UserError, ValueError):
@@ -65,7 +75,8 @@ class Candidates:
 
     teacher: dict[str, dict[str, float]]  # query id -> passage id -> teacher score, teacher order
     student: dict[str, dict[str, float]]  # query id -> passage id -> student score, best first
-    positives: dict[str, dict[str, int]]  # query id -> judged positive -> gain
+    positives: dict[str, dict[str, int]]  # query id -> positive (judged, or a pseudo-query's passage) -> gain
+    queries: dict[str, str]  # query id -> text
     fingerprint: dict[str, str]
 
 
@@ -165,6 +176,7 @@ def write_candidates(directory: str | os.PathLike, candidates: Candidates) -> No
         formats.write_run(candidates.teacher, staging / TEACHER_RUN, tag="teacher")
         formats.write_run(candidates.student, staging / STUDENT_RUN, tag="dgr")
         formats.write_qrels(candidates.positives, staging / QRELS_FILE)
+        formats.write_queries(candidates.queries, staging / QUERIES_FILE)
         record = {"format": FORMAT, "fingerprint": candidates.fingerprint, "queries": len(candidates.teacher),
                   "teacher_scored": sum(len(docs) for docs in candidates.teacher.values())}
         with formats.atomic_write(staging / FINGERPRINT_FILE) as handle:
@@ -182,12 +194,16 @@ def read_candidates(directory: str | os.PathLike, expected_fingerprint_parts: Ma
     teacher = formats.read_run(directory / TEACHER_RUN)
     teacher = {qid: {doc: docs[doc] for doc in _ranked(docs)} for qid, docs in teacher.items()}
     positives = formats.read_qrels(directory / QRELS_FILE)
+    queries = formats.read_queries(directory / QUERIES_FILE)
     for qid, judged in positives.items():
         missing = sorted(set(judged) - set(teacher.get(qid, {})))
         if missing:
             raise formats.FormatError(directory / TEACHER_RUN, None, f"query {qid!r}: the teacher did not score its "
                                                                       f"positive {missing[0]!r}")
-    return Candidates(teacher, formats.read_run(directory / STUDENT_RUN), positives, read_fingerprint(directory))
+        if qid not in queries:
+            raise formats.FormatError(directory / QUERIES_FILE, None, f"no text for query {qid!r}")
+    return Candidates(teacher, formats.read_run(directory / STUDENT_RUN), positives, queries,
+                      read_fingerprint(directory))
 
 
 def _ranked(scores: Mapping[str, float]) -> list[str]:
@@ -224,6 +240,14 @@ def check_fields(config: Any) -> None:
         raise ConfigError(f"config.candidates.length_penalty={penalty!r}: must be a finite number")
     if section.step:
         state.parse_init_step(section.step, "config.candidates.step")
+    pseudo = section.pseudo
+    for name in PSEUDO_FIELDS:
+        value, minimum = pseudo[name], 1 if name in ("min_words", "max_words") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"config.candidates.pseudo.{name}={value!r}: must be an integer >= {minimum}")
+    if pseudo.max_words < pseudo.min_words:
+        raise ConfigError(f"config.candidates.pseudo.max_words={pseudo.max_words!r}: must be >= pseudo.min_words "
+                          f"({pseudo.min_words})")
     if config.teacher.kind not in TEACHER_KINDS:
         raise ConfigError(f"config.teacher.kind must be one of {TEACHER_KINDS}, got {config.teacher.kind!r}")
     if not config.teacher.path or not os.path.exists(config.teacher.path):
@@ -254,6 +278,8 @@ def run_from_config(config: Any, workdir: str) -> pathlib.Path:
     if not positives:
         raise formats.FormatError(os.path.join(source, "qrels", f"{split}.tsv"), None,
                                   f"no judgement with gain >= {config.data.min_positive_gain}")
+    pseudo = draw_pseudo_queries(config.candidates.pseudo, dataset)
+    queries = {**{qid: dataset.queries[qid] for qid in positives}, **{query.query_id: query.text for query in pseudo}}
     field = "config.candidates.student" if config.candidates.student else "config.model.init_from"
     learner, student_fields = student_parts(config.candidates.student or config.model.init_from,
                                             config.candidates.step or config.model.init_step, field)
@@ -262,7 +288,8 @@ def run_from_config(config: Any, workdir: str) -> pathlib.Path:
     expected = {"format": FORMAT, **student_fields, **teacher_parts(config.teacher),
                 **{f"teacher.fingerprint.{key}": str(value) for key, value in teacher.fingerprint().items()},
                 **data_parts(dataset, split, config.data.min_positive_gain), **identifier_parts(ids.directory),
-                **{f"option.{name}": str(config.candidates[name]) for name in SEARCH_OPTIONS}}
+                **{f"option.{name}": str(config.candidates[name]) for name in SEARCH_OPTIONS},
+                **{f"pseudo.{name}": str(config.candidates.pseudo[name]) for name in PSEUDO_FIELDS}}
     if output.exists():
         check_fingerprint(output, expected)
         print(f"candidates: {output} already holds these candidates (same student, teacher, data and options); "
@@ -274,17 +301,39 @@ def run_from_config(config: Any, workdir: str) -> pathlib.Path:
         num_beams=config.candidates.num_beams, length_penalty=float(config.candidates.length_penalty),
         aggregation=config.candidates.aggregation, batch_size=config.candidates.batch_size,
         max_query_length=config.candidates.max_query_length, show_progress=True)
-    found = retriever.retrieve({qid: dataset.queries[qid] for qid in positives})
+    judged = list(positives)
+    positives.update({query.query_id: {query.doc_id: 1} for query in pseudo})
+    found = retriever.retrieve(queries)
     student_run = {qid: {doc: found[qid][doc] for doc in _ranked(found[qid])[:depth]} for qid in positives}
-    requests = [TeacherQuery(qid, dataset.queries[qid], tuple(dataset.corpus[doc] for doc in
-                                                              dict.fromkeys([*student_run[qid], *positives[qid]])))
+    requests = [TeacherQuery(qid, queries[qid], tuple(dataset.corpus[doc] for doc in
+                                                      dict.fromkeys([*student_run[qid], *positives[qid]])))
                 for qid in positives]
     teacher_run = {request.query_id: ranking.as_run()
                    for request, ranking in zip(requests, teacher.rank_batch(requests))}
     if jax.process_index() == 0:
-        write_candidates(output, Candidates(teacher_run, student_run, positives, expected))
-    hits = sum(len(set(student_run[qid]) & set(positives[qid])) for qid in positives)
-    total = sum(len(docs) for docs in positives.values())
-    print(f"candidates: {len(positives)} queries of split {split!r}; the student's top {depth} hold {hits} of their "
-          f"{total} judged positives; teacher {config.teacher.kind} ranked them with the positives -> {output}")
+        write_candidates(output, Candidates(teacher_run, student_run, positives, queries, expected))
+
+    def found_positives(qids: list[str]) -> str:
+        hits = sum(len(set(student_run[qid]) & set(positives[qid])) for qid in qids)
+        return f"{hits} of their {sum(len(positives[qid]) for qid in qids)} positives"
+
+    pseudo_note = (f" and {len(pseudo)} pseudo-queries ({found_positives([query.query_id for query in pseudo])})"
+                   if pseudo else "")
+    print(f"candidates: {len(judged)} queries of split {split!r} (the student's top {depth} hold "
+          f"{found_positives(judged)}){pseudo_note}; teacher {config.teacher.kind} ranked them with the positives "
+          f"-> {output}")
     return output
+
+
+def draw_pseudo_queries(section: Any, dataset: formats.BeirDataset) -> list[pseudo_queries.PseudoQuery]:
+    """`candidates.pseudo`'s pseudo-queries (none when count = 0); ConfigError when an id is a real query's."""
+    drawn = pseudo_queries.draw(dataset.corpus, section.count, seed=section.seed, min_words=section.min_words,
+                                max_words=section.max_words, skip_words=section.skip_words)
+    clash = sorted(query.query_id for query in drawn if query.query_id in dataset.queries)
+    if clash:
+        raise ConfigError(f"config.candidates.pseudo.count: the pseudo-query id {clash[0]!r} is also a query id of "
+                          "the data set; set pseudo.count=0 for this data set")
+    if section.count and not drawn:
+        raise ConfigError(f"config.candidates.pseudo: no passage has a sentence of {section.min_words}-"
+                          f"{section.max_words} words after word {section.skip_words}")
+    return drawn

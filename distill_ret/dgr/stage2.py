@@ -2,7 +2,8 @@
 (DESIGN §3). `dgr.task.build_task` reads the candidates (`dgr.candidates.read_candidates`) and builds the task from
 the parts here.
 
-Examples (`ListExamples`, one per query of the candidates with a judged positive and a negative; sorted ids):
+Examples (`ListExamples`, one per query of the candidates with a positive and a negative, judged or pseudo (the
+query texts are the candidates'); sorted ids):
 `config.distill.list_kind`
 - "pinned" (as released): slots for every judged positive of the query (best first: gain, then teacher score, then
   id) followed by its `list_size - 1` best negatives in teacher order. Each step draws one random positive per query
@@ -162,9 +163,8 @@ class ListExamples:
     "views": [slots, rows], "teacher": [slots] float32 teacher scores, "valid": [slots] bool, "positive": [slots]
     bool}. Pinned: slots = the most positives of any query, then list_size - 1 negatives; teacher order: list_size."""
 
-    def __init__(self, found: candidates_lib.Candidates, queries: Mapping[str, str],
-                 rows: Mapping[str, tuple[np.ndarray, np.ndarray]], tokenizer, max_input_length: int,
-                 settings: Settings, pad_id: int):
+    def __init__(self, found: candidates_lib.Candidates, rows: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 tokenizer, max_input_length: int, settings: Settings, pad_id: int):
         self.settings = settings
         teacher, positives = found.teacher, found.positives
         self.query_ids = [qid for qid in sorted(positives)
@@ -172,7 +172,7 @@ class ListExamples:
         self.lists = {qid: self._slots(teacher[qid], positives[qid]) for qid in self.query_ids}
         self.num_positive_slots = (max(len(positives[qid]) for qid in self.query_ids)
                                    if settings.list_kind == "pinned" and self.query_ids else 0)
-        texts = [queries[qid] for qid in self.query_ids]
+        texts = [found.queries[qid] for qid in self.query_ids]
         encoded = tokenizer(texts, truncation=True, max_length=max_input_length)["input_ids"] if texts else []
         self._queries = [np.asarray(ids, np.int32) for ids in encoded]
         self._teacher, self._positives, self._rows = teacher, positives, rows

@@ -268,7 +268,7 @@ def build_task(config: Any) -> Task:
                                            candidates.stage_two_parts(config, dataset, ids.directory))
         rows = stage2.identifier_rows(ids.identifier_set, settings.max_identifiers_per_view, options.max_tokens,
                                       t5_config.pad_token_id)
-        examples = stage2.ListExamples(found, dataset.queries, rows, ids.tokenizer, data.max_input_length, settings,
+        examples = stage2.ListExamples(found, rows, ids.tokenizer, data.max_input_length, settings,
                                        t5_config.pad_token_id)
         if not len(examples):
             raise formats.FormatError(settings.candidates_dir, None, "no query has both a judged positive and a "
