@@ -171,10 +171,17 @@ def _output_dir(workdir: pathlib.Path, options: ReportOptions) -> pathlib.Path:
 
 def _files(workdir: pathlib.Path, output_dir: pathlib.Path) -> tuple[list[pathlib.Path], ...]:
     """(metrics files, training logs, margins files) under the workdir, sorted; hidden entries and the output
-    directory are skipped."""
+    directory are skipped. Links to directories are followed (a run's linked stage-1 students and baselines are
+    part of it), each real directory read once, so a link cycle ends."""
     found: tuple[list[pathlib.Path], ...] = ([], [], [])
     skip = output_dir.resolve()
-    for root, dirs, names in os.walk(workdir):
+    visited: set[pathlib.Path] = set()
+    for root, dirs, names in os.walk(workdir, followlinks=True):
+        real = pathlib.Path(root).resolve()
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (pathlib.Path(root) / d).resolve() != skip)
         for name in sorted(names):
             if name.startswith("."):

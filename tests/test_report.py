@@ -93,6 +93,24 @@ def test_the_table_is_the_mean_and_spread_of_the_files(work):
     assert rows["bm25/bm25-test"]["seeds"] == {"": SEEDLESS} and rows["bm25/bm25-test"]["num_seeds"] == 1
 
 
+def test_linked_directories_are_read_once_and_a_link_cycle_ends(work, tmp_path):
+    """A variant root linking another root's baselines and stage-1 runs (launch/experiments/cranfield_dgr.sh
+    STAGE1_ROOT) reports them beside its own runs; a link back up the tree is not read twice."""
+    variant = tmp_path / "variant"
+    for seed in range(3):
+        (variant / f"seed{seed}").mkdir(parents=True)
+        (variant / f"seed{seed}" / "stage1").symlink_to(work / f"seed{seed}" / "dgr", target_is_directory=True)
+        write_metrics(variant / f"seed{seed}" / "dgr_ce" / "test.metrics.json", {"nDCG@10": 0.1 * seed})
+    (variant / "baselines").symlink_to(work / "bm25", target_is_directory=True)
+    (variant / "seed0" / "loop").symlink_to(variant, target_is_directory=True)
+    result = report.build_report(variant)
+    by_path = {system.path: system for system in result.systems}
+    assert sorted(by_path) == ["baselines/bm25-test", "dgr_ce/test", "stage1/retrieve-test"]
+    assert by_path["stage1/retrieve-test"].mean["nDCG@10"] == statistics.fmean(SEEDED["dgr/retrieve-test"]["nDCG@10"])
+    assert list(by_path["dgr_ce/test"].seeds) == ["seed0", "seed1", "seed2"]
+    assert by_path["baselines/bm25-test"].seeds == {"": SEEDLESS}
+
+
 def test_systems_are_renamed_and_ordered_and_seeds_follow_the_pattern(work, tmp_path):
     options = report.ReportOptions(systems="FGD=fgd/retrieve-test, BM25=bm25/bm25-test", measures="MRR@10")
     result = report.build_report(work, options)
