@@ -12,11 +12,11 @@ Student: `candidates.student` (a dgr training workdir or a Hugging Face T5 direc
 run_file) scores those passages together with the query's judged positives (so every positive has a teacher score
 and a place in the teacher's order, whether the student found it or not).
 
-Pseudo-queries (`candidates.pseudo`, `data.pseudo_queries`; off when `count` = 0): besides the split's queries, up to
-`pseudo.count` sentences drawn from passage texts (`min_words`..`max_words` words, starting at or after word
-`skip_words`, seeded by `pseudo.seed`) are searched and ranked the same way, each with its source passage as its one
-positive (gain 1). Their teacher ranking is a label nobody judged: distillation then reaches queries the student
-has not memorised.
+Pseudo-queries (`candidates.pseudo`, drawn by `data/pseudo_queries.py`; off when `count` = 0): besides the split's
+queries, up to `pseudo.count` sentences drawn from passage texts (`min_words`..`max_words` words, starting at or
+after word `skip_words`, seeded by `pseudo.seed`) are searched and ranked the same way, each with its source passage
+as its one positive (gain 1). Their teacher ranking is a label nobody judged: distillation then reaches queries the
+student has not memorised.
 
 Output, an atomic directory at `candidates.output` (default `distill.candidates_dir`, else
 `<workdir>/inputs/candidates`):
