@@ -233,3 +233,8 @@ def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir
     warmup = _config("tiny_warmup", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24,
                      data__visible_positives_only=True)
     assert task.build_task(warmup).train_source.pairs == expected
+    mixed = _config("tiny_warmup", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24,
+                    fgd__distill_visible_only=True)
+    source = task.build_task(mixed).train_source
+    assert source.pairs == pairs and source.distill == [pair in expected for pair in pairs]
+    assert [bool(source[index]["distill"]) for index in range(len(source))] == source.distill

@@ -28,6 +28,7 @@ def _fixture():
         "teacher_sentences": np.array([[1.0]], np.float32),
         "teacher_sentence_negatives": np.array([[5.0, 7.0]], np.float32),
         "teacher_documents": np.array([[0.0, 1.0]], np.float32),
+        "distill": np.array([True]),
     }
     return queries, documents, pieces, batch
 
@@ -90,6 +91,22 @@ def test_teacher_temperature_changes_only_the_distillation_terms():
     assert sharp["sentence_kl"] == pytest.approx(_kl([2.0, 10.0], [3.0, 1.0]), abs=1e-6)
     passage = (_kl([0.0, 0.0], [1.0, 0.5]) + _kl([4.0, 0.0], [0.0, 0.5])) / 2
     assert sharp["passage_kl"] == pytest.approx(passage, abs=1e-6)
+
+
+def test_undistilled_examples_add_only_their_contrastive_term():
+    """fgd.distill_visible_only: an example with distill False keeps L_cl and drops every distillation term."""
+    switches = objective.FgdSwitches(contrastive_weight=0.5, document_distillation=True)
+    _, one = _terms(switches)
+    queries, documents, pieces, batch = _fixture()
+    pair = {name: np.concatenate([value, value]) for name, value in batch.items()}  # the example twice
+    pair["distill"] = np.array([True, False])
+    (total, count), metrics = objective.fgd_loss(np.concatenate([queries] * 2), np.concatenate([documents] * 2),
+                                                 np.concatenate([pieces] * 2), pair, LAYOUT, switches)
+    distilled = one["passage_kl"] + one["sentence_kl"] + one["document_kl"]
+    assert float(count) == 2.0
+    assert float(total) == pytest.approx(2 * 0.5 * one["contrastive"] + distilled, abs=1e-5)
+    assert {name: float(metrics[name][1]) for name in ("contrastive", "passage_kl", "sentence_kl", "document_kl")} == {
+        "contrastive": 2.0, "passage_kl": 1.0, "sentence_kl": 1.0, "document_kl": 1.0}
 
 
 def test_multi_vector_scores_by_hand():

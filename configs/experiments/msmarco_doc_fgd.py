@@ -96,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fgd.temperature = 1.0  # τ of eq. 2 and 10 (the paper: 1)
     # A cosine teacher (MiniLM dense, scores in [-1, 1]) gives a near-uniform target at τ = 1 (README "FGD on pydocs").
     config.fgd.teacher_temperature = 0.0  # the teacher's τ in eq. 5 and 10; 0 = τ (the paper: a cross-encoder)
+    config.fgd.distill_visible_only = False  # True: distil only pairs whose judged passage is within max_length
     config.fgd.passage_distillation = not warmup  # eq. 12 at passage level (stage 2)
     config.fgd.sentence_distillation = not warmup  # eq. 12 at sentence level (stage 2)
     config.fgd.document_distillation = False  # eq. 5: off in FGD (Table 2 "w/ doc-distill" turns it on)

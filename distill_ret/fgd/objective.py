@@ -11,7 +11,9 @@ Terms, each a per-example (sum, count) from `distill_ret.losses`:
 - passage_kl, sentence_kl (eq. 12, one per granularity): the mean over positive pieces of KL(p_ce || p_be) over
   {piece} ∪ N^j; switched by `passage_distillation`, `sentence_distillation`;
 - document_kl (eq. 5): KL(p_ce || p_be) over the documents; switched by `document_distillation`.
-The loss is the sum of the switched-on terms per example, over the number of examples.
+The loss is the sum of the switched-on terms per example, over the number of examples. The batch's `distill`
+[batch] says which examples the distillation terms apply to (all, unless `fgd.distill_visible_only`); the others
+contribute only the contrastive term.
 """
 from __future__ import annotations
 
@@ -81,8 +83,9 @@ def granularity_kl(piece_scores, batch, prefix: str, start: int, count: int, swi
     negatives = _gather_rows(piece_scores, batch[f"{prefix}_negatives"])  # [batch, n]
     student = _piece_lists(positives, negatives)  # [batch, pieces, 1 + n]
     teacher = _piece_lists(batch[f"teacher_{prefix}s"], batch[f"teacher_{prefix}_negatives"])  # [b, pieces, 1 + n]
+    positive_mask = batch[f"{prefix}_valid"] & batch["distill"][:, None]  # [batch, pieces]
     negative_mask = batch[f"{prefix}_negative_valid"][:, None, :]  # [batch, 1, n]
-    return losses.fine_grained_kl(student, teacher, batch[f"{prefix}_valid"], negative_mask,
+    return losses.fine_grained_kl(student, teacher, positive_mask, negative_mask,
                                   temperature=switches.temperature, teacher_temperature=switches.teacher_temperature)
 
 
@@ -105,7 +108,8 @@ def fgd_loss(query_embeddings: jax.Array, document_embeddings: jax.Array, piece_
                                                     layout.num_sentences, switches)
             total = total + metrics["sentence_kl"][0]
     if switches.document_distillation:
-        metrics["document_kl"] = losses.kl_distillation(document_scores, batch["teacher_documents"], document_valid,
+        distilled = document_valid & batch["distill"][:, None]  # [batch, docs]
+        metrics["document_kl"] = losses.kl_distillation(document_scores, batch["teacher_documents"], distilled,
                                                         temperature=switches.temperature,
                                                         teacher_temperature=switches.teacher_temperature)
         total = total + metrics["document_kl"][0]

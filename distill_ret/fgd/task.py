@@ -2,7 +2,8 @@
 ablations; stage 1 (warm-up) is the same task with every distillation switched off.
 
 Examples: every (train query, judged document with gain >= data.min_positive_gain); with data.visible_positives_only,
-only those whose judged passage keeps a token within the truncated encoding. Each example holds the query,
+only those whose judged passage keeps a token within the truncated encoding (with fgd.distill_visible_only, all are
+kept but only those are distilled: the others train on the contrastive term alone). Each example holds the query,
 the positive document and `data.num_negatives` negative documents (from `data.negatives_file`, mined by mode `mine`
 with the previous stage's student, or, when that is "", BM25's best unjudged documents: stage 1), with the spans of
 the positive's first `data.num_passages` passages and `data.num_sentences` sentences and of the mined negative
@@ -13,7 +14,7 @@ text) pairs through `teachers/piece_scores.py` (cached at `teacher.cache_path` w
 document-level KD (eq. 5), (query, document) pairs.
 
 Switches (`config.fgd`): contrastive_weight (λ), temperature (τ), teacher_temperature (the teacher's τ; 0 = τ),
-passage_distillation, sentence_distillation, document_distillation, representation ("global" eq. 7 | "fg_pooling" |
+distill_visible_only, passage_distillation, sentence_distillation, document_distillation, representation ("global" eq. 7 | "fg_pooling" |
 "all_pooling" | "separate"; `fgd.spans`).
 Table 2 rows: FGD = passage + sentence; w/o pass-distill / w/o sent-distill = one off; w/ doc-distill = all three;
 FG pooling / All pooling (with model.pooling="mean") / Separate Pieces = representation; only doc-distill =
@@ -118,8 +119,9 @@ class FgdExamples:
 
     def __init__(self, pairs: Sequence[tuple[str, str]], documents: inputs.LongDocuments,
                  negatives: Mapping[str, mining.QueryNegatives], layout: objective.Layout, *, query_max_length: int,
-                 max_length: int, representation: str):
+                 max_length: int, representation: str, distill: Sequence[bool] | None = None):
         self.pairs, self.documents, self.negatives, self.layout = list(pairs), documents, negatives, layout
+        self.distill = [True] * len(self.pairs) if distill is None else list(distill)  # per pair: distillation on
         self.max_length, self.representation = max_length, representation
         queries = sorted({qid for qid, _ in self.pairs})
         encoded = documents.tokenizer([documents.dataset.queries[qid] for qid in queries], truncation=True,
@@ -183,6 +185,7 @@ class FgdExamples:
             "document_attention_mask": batch.attention_mask,  # [docs, length]
             "span_mask": batch.span_mask,  # [docs, rows, length]
             "document_valid": np.arange(layout.num_documents) < len(documents),  # [docs]
+            "distill": np.bool_(self.distill[index]),  # []
             "passage_valid": batch.piece_valid[0, : layout.num_passages],  # [passages]
             "sentence_valid": batch.piece_valid[0, layout.passage_rows: layout.passage_rows + layout.num_sentences],
             **_references("passage", passage_refs, layout.passage_negatives),
@@ -302,18 +305,24 @@ def make_loss_fn(model: heads.BiEncoder, layout: objective.Layout, switches: obj
     return loss_fn
 
 
-def visible_pairs(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocuments, split: str,
-                  min_gain: int) -> list[tuple[str, str]]:
-    """The (query, document) pairs whose document keeps, within its truncated encoding, a token of a passage judged
-    for that query with gain >= min_gain (`data.visible_positives_only`); ConfigError when none is left."""
+def pair_visibility(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocuments, split: str,
+                    min_gain: int) -> list[bool]:
+    """Per (query, document) pair: whether the document keeps, within its truncated encoding, a token of a passage
+    judged for that query with gain >= min_gain."""
     passage_qrels = documents.dataset.passage_qrels.get(split, {})
-    kept = []
+    visible = []
     for qid, doc_id in pairs:
         judged = {p for p, gain in passage_qrels.get(qid, {}).items() if gain >= min_gain}
         mask = documents.segmented[doc_id].passage_mask  # [passages]
-        if any(passage.passage_id in judged and mask[index]
-               for index, passage in enumerate(documents.dataset.documents[doc_id].passages)):
-            kept.append((qid, doc_id))
+        visible.append(any(passage.passage_id in judged and mask[index]
+                           for index, passage in enumerate(documents.dataset.documents[doc_id].passages)))
+    return visible
+
+
+def visible_pairs(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocuments, split: str,
+                  min_gain: int) -> list[tuple[str, str]]:
+    """The pairs `pair_visibility` keeps (`data.visible_positives_only`); ConfigError when none is left."""
+    kept = [pair for pair, visible in zip(pairs, pair_visibility(pairs, documents, split, min_gain)) if visible]
     if not kept:
         raise ConfigError(f"config.data.visible_positives_only: no judged passage of split {split!r} lies within the "
                           f"first data.max_length tokens of its document; no training pair is left")
@@ -353,8 +362,10 @@ def build_task(config: Any) -> Task:
     else:
         negatives = bm25_negatives(documents, sorted({qid for qid, _ in pairs}), qrels, data.num_negatives,
                                    config.bm25)
+    distill = (pair_visibility(pairs, documents, data.train_split, data.min_positive_gain)
+               if config.fgd.distill_visible_only else None)
     examples = FgdExamples(pairs, documents, negatives, layout, query_max_length=data.query_max_length,
-                           max_length=data.max_length, representation=representation)
+                           max_length=data.max_length, representation=representation, distill=distill)
     if switches.distills_pieces or switches.document_distillation:
         teacher = load_teacher(config.teacher, name="teacher")
         requests = examples.teacher_requests() if switches.distills_pieces else []
