@@ -17,7 +17,7 @@ from bm25s.tokenization import Tokenizer
 
 from distill_ret import evaluation
 from distill_ret.data import formats, sources
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 
 METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")
 
@@ -132,8 +132,7 @@ class Bm25Settings:
 def settings_from_config(config: ml_collections.ConfigDict) -> Bm25Settings:
     """Checks `config.bm25` and `config.eval` before any input is read or any output written."""
     params = params_from_config(config.bm25)
-    if not evaluation.is_positive_int(config.bm25.top_k):
-        raise ConfigError(f"config.bm25.top_k={config.bm25.top_k!r}: must be an integer >= 1")
+    integer_field(config.bm25.top_k, "config.bm25.top_k", 1)
     measures = evaluation.measures_from_config(config.eval)
     return Bm25Settings(params, config.bm25.top_k, measures, config.eval.relevance_level, config.eval.per_query)
 

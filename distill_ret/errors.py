@@ -3,6 +3,7 @@
 Every error a user can cause (a bad config value, a malformed or missing input file, a checkpoint that does not
 fit, a run that diverged) derives from `UserError`; `distill_ret.main` prints it as
 `distill-ret MODE: error: <message>` and exits 1. Any other exception is a bug in distill_ret.
+`integer_field` is the one check every integer config field goes through, so each refusal reads alike.
 """
 
 
@@ -12,6 +13,14 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A job config is missing a required field or asks for something impossible; the message names the field."""
+
+
+def integer_field(value, field: str, minimum: int, hint: str = ""):
+    """`value` when it is an integer (not a bool) >= minimum; else ConfigError '<field>=<value>: must be an integer
+    >= <minimum> (<hint>)'. `field` is the dotted config path, e.g. 'config.data.seed'."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}" + (f" ({hint})" if hint else ""))
+    return value
 
 
 def differing_fields(stored: dict, expected: dict) -> list[str]:

@@ -16,7 +16,7 @@ import ir_measures
 import ml_collections
 
 from distill_ret.data import formats, sources
-from distill_ret.errors import ConfigError, UserError
+from distill_ret.errors import ConfigError, UserError, integer_field
 
 DEFAULT_MEASURES = ("nDCG@10", "MRR@10", "MRR@100", "R@5", "R@20", "R@100", "R@1000", "MAP")
 
@@ -95,9 +95,7 @@ def parse_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str, 
 def measures_from_config(section: ml_collections.ConfigDict, prefix: str = "config.eval") -> tuple[str, ...]:
     """The measure names of a config's eval section, after checking `measures` and `relevance_level` (ConfigError
     naming the field), so that a mode can refuse them before it computes or writes anything."""
-    level = section.relevance_level
-    if not is_positive_int(level):
-        raise ConfigError(f"{prefix}.relevance_level={level!r}: must be an integer >= 1")
+    level = integer_field(section.relevance_level, f"{prefix}.relevance_level", 1)
     names = measure_names(section.measures)
     try:
         parse_measures(names, level)

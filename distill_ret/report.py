@@ -29,7 +29,7 @@ import os
 import pathlib
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from matplotlib.figure import Figure

@@ -50,7 +50,7 @@ import numpy as np
 
 from distill_ret.data import formats, pseudo_queries, sources
 from distill_ret.dgr import identifiers, retrieve, student
-from distill_ret.errors import ConfigError, UserError, describe_differences
+from distill_ret.errors import ConfigError, UserError, describe_differences, integer_field
 from distill_ret.hf import core
 from distill_ret.hf.identity import params_digest
 from distill_ret.teachers.base import TeacherQuery, rank_order
@@ -229,9 +229,7 @@ def check_fields(config: Any) -> None:
                           "(configs/dgr.py:cranfield_stage2, pydocs_stage2, tiny_stage2)")
     section = config.candidates
     for name in ("depth", "num_beams", "batch_size", "max_query_length"):
-        value = section[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"config.candidates.{name}={value!r}: must be an integer >= 1")
+        integer_field(section[name], f"config.candidates.{name}", 1)
     if section.aggregation not in retrieve.AGGREGATIONS:
         raise ConfigError(f"config.candidates.aggregation={section.aggregation!r}: must be one of "
                           f"{retrieve.AGGREGATIONS}")
@@ -242,9 +240,7 @@ def check_fields(config: Any) -> None:
         state.parse_init_step(section.step, "config.candidates.step")
     pseudo = section.pseudo
     for name in PSEUDO_FIELDS:
-        value, minimum = pseudo[name], 1 if name in ("min_words", "max_words") else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"config.candidates.pseudo.{name}={value!r}: must be an integer >= {minimum}")
+        integer_field(pseudo[name], f"config.candidates.pseudo.{name}", 1 if name in ("min_words", "max_words") else 0)
     if pseudo.max_words < pseudo.min_words:
         raise ConfigError(f"config.candidates.pseudo.max_words={pseudo.max_words!r}: must be >= pseudo.min_words "
                           f"({pseudo.min_words})")

@@ -37,7 +37,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from distill_ret.data import formats
 from distill_ret.dgr import semantic_ids
 from distill_ret.dgr import trie as trie_lib
-from distill_ret.errors import ConfigError, UserError, differing_fields
+from distill_ret.errors import ConfigError, UserError, differing_fields, integer_field
 from distill_ret.hf.identity import load_tokenizer, tokenizer_digest
 
 VIEWS = ("title", "atomic", "semantic", "spans")
@@ -124,10 +124,7 @@ class Options:
 
 
 def _integer(section: ml_collections.ConfigDict, name: str, prefix: str, minimum: int) -> int:
-    value = section[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{prefix}.{name}={value!r}: must be an integer >= {minimum}")
-    return value
+    return integer_field(section[name], f"{prefix}.{name}", minimum)
 
 
 def options_from_config(section: ml_collections.ConfigDict, prefix: str = "config.identifiers") -> Options:

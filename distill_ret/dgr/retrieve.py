@@ -37,7 +37,7 @@ from distill_ret import evaluation, hf, index
 from distill_ret.data import formats, sources
 from distill_ret.dgr import decoding, identifiers
 from distill_ret.dgr import trie as trie_lib
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.hf import core
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models import t5
@@ -215,10 +215,7 @@ def load_student(path: str, step: str | int = "best", field: str = "config.model
 
 
 def _positive(section: ml_collections.ConfigDict, name: str, prefix: str = "config.retrieve") -> int:
-    value = section[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{prefix}.{name}={value!r}: must be an integer >= 1")
-    return value
+    return integer_field(section[name], f"{prefix}.{name}", 1)
 
 
 def check_config(config: ml_collections.ConfigDict) -> tuple[identifiers.Options, tuple[str, ...]]:

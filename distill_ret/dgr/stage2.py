@@ -44,7 +44,7 @@ import optax
 from distill_ret import losses
 from distill_ret.dgr import candidates as candidates_lib
 from distill_ret.dgr import identifiers
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.models.t5 import T5, T5Config, shift_right
 
 LIST_KINDS = ("pinned", "teacher_order")
@@ -81,10 +81,7 @@ def _choice(section: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def _integer(section: Any, name: str, minimum: int) -> int:
-    value = section.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"config.distill.{name}={value!r}: must be an integer >= {minimum}")
-    return value
+    return integer_field(section.get(name), f"config.distill.{name}", minimum)
 
 
 def _number(section: Any, name: str, *, positive: bool = False) -> float:

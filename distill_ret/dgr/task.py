@@ -47,7 +47,7 @@ from jax.sharding import Mesh
 from distill_ret import evaluation, hf, losses
 from distill_ret.data import formats, pipeline, sources
 from distill_ret.dgr import candidates, identifiers, retrieve, stage2, student
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.models.t5 import T5, T5Config, shift_right
 from distill_ret.training import evaluators, partitioning, state
 from distill_ret.training.tasks import ModelRecord, Task
@@ -67,10 +67,7 @@ class Pair:
 
 
 def _integer(section: Any, name: str, prefix: str, minimum: int) -> int:
-    value = section.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{prefix}.{name}={value!r}: must be an integer >= {minimum}")
-    return value
+    return integer_field(section.get(name), f"{prefix}.{name}", minimum)
 
 
 def check_data(data: Any) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from distill_ret.data import segment, sources
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models import heads
 from distill_ret.models.bert import BertConfig
@@ -42,9 +42,7 @@ class Student:
 def check_lengths(config: Any) -> None:
     """ConfigError naming the field unless the token lengths are usable."""
     for field in ("max_length", "query_max_length"):
-        value = config.data.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 4:
-            raise ConfigError(f"config.data.{field}={value!r}: must be an integer >= 4 (tokens)")
+        integer_field(config.data.get(field), f"config.data.{field}", 4, "tokens")
 
 
 def student(config: Any) -> Student:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from distill_ret import index
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.fgd import inputs, mining, spans
 from distill_ret.hf.identity import params_digest, tokenizer_digest
 from distill_ret.models import heads
@@ -37,11 +37,8 @@ def output_path(config: Any, workdir: str) -> pathlib.Path:
 def _check(config: Any) -> None:
     inputs.check_lengths(config)
     for field in ("passage_pool", "sentence_pool", "batch_size"):
-        value = config.mine.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"config.mine.{field}={value!r}: must be an integer >= 1")
-    if not isinstance(config.data.num_negatives, int) or config.data.num_negatives < 1:
-        raise ConfigError(f"config.data.num_negatives={config.data.num_negatives!r}: must be an integer >= 1")
+        integer_field(config.mine.get(field), f"config.mine.{field}", 1)
+    integer_field(config.data.num_negatives, "config.data.num_negatives", 1)
     if not config.model.init_from:
         raise ConfigError("config.model.init_from: name the student to mine with (a run's workdir or an HF directory)")
     try:

@@ -18,14 +18,12 @@ import jax
 
 from distill_ret import evaluation, index
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.fgd import inputs, mine, mining, retrieval, spans
 
 
 def _positive(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"config.retrieve.{field}={value!r}: must be an integer >= 1")
-    return value
+    return integer_field(value, f"config.retrieve.{field}", 1)
 
 
 def check_config(config: Any) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from distill_ret import bm25
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.fgd import inputs, mining, objective, retrieval, spans
 from distill_ret.models import heads
 from distill_ret.teachers import piece_scores
@@ -70,10 +70,7 @@ def switches_from_config(section: Any) -> objective.FgdSwitches:
 
 def layout_from_config(data: Any) -> objective.Layout:
     for field in SIZE_FIELDS + COUNT_FIELDS:
-        value = data.get(field)
-        minimum = 1 if field in SIZE_FIELDS else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"config.data.{field}={value!r}: must be an integer >= {minimum}")
+        integer_field(data.get(field), f"config.data.{field}", 1 if field in SIZE_FIELDS else 0)
     return objective.Layout(1 + data.num_negatives, data.num_passages, data.num_sentences, data.passage_negatives,
                             data.sentence_negatives)
 

@@ -15,7 +15,7 @@ import ml_collections
 
 from distill_ret import evaluation
 from distill_ret.data import formats, sources
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 from distill_ret.teachers.base import rerank_run
 from distill_ret.teachers.loader import TEACHER_KINDS, load_teacher
 
@@ -24,9 +24,7 @@ def _check_config(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Config values checked before any file is read (ConfigError naming the field); returns the measure names."""
     if not config.rerank.run_path:
         raise ConfigError("config.rerank.run_path is required (the candidate TREC run)")
-    depth = config.rerank.depth
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ConfigError(f"config.rerank.depth={depth!r}: must be an integer >= 0 (0 = every candidate)")
+    integer_field(config.rerank.depth, "config.rerank.depth", 0, "0 = every candidate")
     evaluation.output_name(config.rerank.name, config.rerank.run_path, field="config.rerank.name")
     if config.teacher.kind not in TEACHER_KINDS:
         raise ConfigError(f"config.teacher.kind must be one of {TEACHER_KINDS}, got {config.teacher.kind!r}")

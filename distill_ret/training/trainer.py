@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_ret import distributed
 from distill_ret.data import pipeline
-from distill_ret.errors import ConfigError, UserError
+from distill_ret.errors import ConfigError, UserError, integer_field
 from distill_ret.training import checkpointing, partitioning
 from distill_ret.training import evaluators as evaluators_lib
 from distill_ret.training import metrics as metrics_lib
@@ -199,10 +199,7 @@ class _MetricBuffer:
 
 
 def _int_field(section: Any, prefix: str, field: str, minimum: int) -> int:
-    value = section.get(field)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"config.{prefix}.{field}={value!r}: must be an integer >= {minimum}")
-    return value
+    return integer_field(section.get(field), f"config.{prefix}.{field}", minimum)
 
 
 def _number_field(section: Any, prefix: str, field: str, minimum: float) -> float:

@@ -39,7 +39,7 @@ import tensorflow_datasets as tfds
 from distill_ret.data import formats
 from distill_ret.data.builders import (beir, common, long_docs, msmarco_doc, msmarco_doc_long, msmarco_passage, nq,
                                        pydocs)
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, integer_field
 
 BUILDERS = {
     "beir": beir.Beir,
@@ -79,9 +79,7 @@ def _check_long_docs(data_config) -> None:
         raise ConfigError(f"config.data.passages_per_doc={sizes!r}: must be (min, max) passages") from None
     if not all(isinstance(size, int) and not isinstance(size, bool) for size in (low, high)) or not 1 <= low <= high:
         raise ConfigError(f"config.data.passages_per_doc={sizes!r}: needs integers 1 <= min <= max")
-    seed = data_config.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"config.data.seed={seed!r}: must be an integer >= 0")
+    integer_field(data_config.get("seed", 0), "config.data.seed", 0)
 
 
 def _check_pydocs(data_config, raw_dir: str) -> None:
@@ -125,8 +123,8 @@ def check_data_config(data_config) -> None:
     if name == "pydocs":
         _check_pydocs(data_config, raw_dir)
     words = data_config.get("passage_words", msmarco_doc_long.DEFAULT_PASSAGE_WORDS)
-    if name == "msmarco_doc_long" and (isinstance(words, bool) or not isinstance(words, int) or words < 1):
-        raise ConfigError(f"config.data.passage_words={words!r}: must be an integer >= 1")
+    if name == "msmarco_doc_long":
+        integer_field(words, "config.data.passage_words", 1)
 
 
 def part_configs(data_config) -> dict[str, common.PartConfig]:
