@@ -9,7 +9,9 @@ a passage without such a sentence is passed over; the sentence is drawn uniforml
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,10 +32,12 @@ class PseudoQuery:
 
 def eligible_sentences(text: str, min_words: int, max_words: int, skip_words: int) -> list[str]:
     """The sentences of `text` with min_words..max_words words that start at or after word `skip_words`."""
+    word_starts = [match.start() for match in re.finditer(r"\S+", text)]  # the words text.split() gives
     found = []
     for start, end in segment.sentence_spans(text):
         words = text[start:end].split()
-        if len(text[:start].split()) >= skip_words and min_words <= len(words) <= max_words:
+        words_before = bisect.bisect_left(word_starts, start)  # == len(text[:start].split())
+        if words_before >= skip_words and min_words <= len(words) <= max_words:
             found.append(" ".join(words))
     return found
 
