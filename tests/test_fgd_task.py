@@ -41,7 +41,7 @@ def batch():
         "sentence_negatives": np.array([[[1, 2]]], np.int32), "sentence_negative_valid": np.array([[True]]),
         "teacher_passages": np.array([[1.0, -1.0]], np.float32), "teacher_passage_negatives": np.array([[0.5]]),
         "teacher_sentences": np.array([[2.0, 0.0]], np.float32), "teacher_sentence_negatives": np.array([[1.0]]),
-        "teacher_documents": np.array([[1.0, 0.0]], np.float32),
+        "teacher_documents": np.array([[1.0, 0.0]], np.float32), "distill": np.array([True]),
         "piece_input_ids": documents.piece_input_ids[None],
         "piece_attention_mask": documents.piece_attention_mask[None],
     }
