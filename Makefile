@@ -26,8 +26,11 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(BIN)/distill-ret demo --config=configs/demo.py --workdir=workdirs/demo
 
+# Test files run in TEST_WORKERS processes (pytest-xdist; a file stays in one process, so its module fixtures run once).
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf workdirs
