@@ -14,8 +14,8 @@ text) pairs through `teachers/piece_scores.py` (cached at `teacher.cache_path` w
 document-level KD (eq. 5), (query, document) pairs.
 
 Switches (`config.fgd`): contrastive_weight (λ), temperature (τ), teacher_temperature (the teacher's τ; 0 = τ),
-distill_visible_only, passage_distillation, sentence_distillation, document_distillation, representation ("global" eq. 7 | "fg_pooling" |
-"all_pooling" | "separate"; `fgd.spans`).
+distill_visible_only, passage_distillation, sentence_distillation, document_distillation, representation ("global"
+eq. 7 | "fg_pooling" | "all_pooling" | "separate"; `fgd.spans`).
 Table 2 rows: FGD = passage + sentence; w/o pass-distill / w/o sent-distill = one off; w/ doc-distill = all three;
 FG pooling / All pooling (with model.pooling="mean") / Separate Pieces = representation; only doc-distill =
 document only; w/o ALL = none.
