@@ -155,6 +155,8 @@ IN_PROCESS_CASES = [
     case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
     case("train-fgd-negative-teacher-temperature", "train", *MINE[1:], "--config.fgd.teacher_temperature=-1.0",
          message="config.fgd.teacher_temperature=-1.0: must be > 0, or 0 for τ"),
+    case("train-fgd-distill-visible-only-not-a-bool", "train", *MINE[1:], "--config.fgd.distill_visible_only=3",
+         message="flag --config.fgd.distill_visible_only=3: ('Non-boolean argument to boolean flag', '3')"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
     case("candidates-pseudo-bounds", *CANDIDATES, "--config.candidates.pseudo.max_words=2",
