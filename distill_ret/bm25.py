@@ -6,7 +6,6 @@ PyStemmer language is named. Documents that share no term with a query are not r
 than k documents for a query, and none for a query whose terms are all unknown or stop words).
 """
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 
@@ -17,7 +16,7 @@ from bm25s.tokenization import Tokenizer
 
 from distill_ret import evaluation
 from distill_ret.data import formats, sources
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, integer_field, number_field
 
 METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")
 
@@ -36,9 +35,7 @@ class Bm25Params:
     def __post_init__(self):
         """Checks every setting (ConfigError naming the `config.bm25` field), so bm25s never sees a bad value."""
         for field in ("k1", "b", "delta"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"config.bm25.{field}={value!r}: must be a finite number >= 0")
+            number_field(getattr(self, field), f"config.bm25.{field}", 0)
         if self.b > 1:
             raise ConfigError(f"config.bm25.b={self.b!r}: must be in [0, 1]")
         if self.method not in METHODS:

@@ -3,8 +3,10 @@
 Every error a user can cause (a bad config value, a malformed or missing input file, a checkpoint that does not
 fit, a run that diverged) derives from `UserError`; `distill_ret.main` prints it as
 `distill-ret MODE: error: <message>` and exits 1. Any other exception is a bug in distill_ret.
-`integer_field` is the one check every integer config field goes through, so each refusal reads alike.
+`integer_field` / `section_integer` and `number_field` / `section_number` are the checks every integer and every
+real-valued config field goes through, so each refusal reads alike.
 """
+import math
 
 
 class UserError(Exception):
@@ -21,6 +23,29 @@ def integer_field(value, field: str, minimum: int, hint: str = ""):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}" + (f" ({hint})" if hint else ""))
     return value
+
+
+def section_integer(section, path: str, name: str, minimum: int, hint: str = ""):
+    """`integer_field` of field `name` of a config section whose dotted path is `path` (e.g. 'config.retrieve');
+    a missing field reads as None and is refused like any other non-integer."""
+    return integer_field(section.get(name), f"{path}.{name}", minimum, hint)
+
+
+def number_field(value, field: str, minimum: float | None = None, *, exclusive: bool = False,
+                 hint: str = "") -> float:
+    """float(value) when it is a finite real number (not a bool) and, unless minimum is None, >= minimum (> minimum
+    when exclusive); else ConfigError '<field>=<value>: must be a finite number[ >= minimum][ (hint)]'."""
+    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not finite or (minimum is not None and (value <= minimum if exclusive else value < minimum)):
+        bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum}"
+        raise ConfigError(f"{field}={value!r}: must be a finite number{bound}" + (f" ({hint})" if hint else ""))
+    return float(value)
+
+
+def section_number(section, path: str, name: str, minimum: float | None = None, *, exclusive: bool = False,
+                   hint: str = "") -> float:
+    """`number_field` of field `name` of the config section at dotted `path` (a missing field reads as None)."""
+    return number_field(section.get(name), f"{path}.{name}", minimum, exclusive=exclusive, hint=hint)
 
 
 def differing_fields(stored: dict, expected: dict) -> list[str]:

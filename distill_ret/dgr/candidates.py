@@ -46,11 +46,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 
 from distill_ret.data import formats, pseudo_queries, sources
 from distill_ret.dgr import identifiers, retrieve, student
-from distill_ret.errors import ConfigError, UserError, describe_differences, integer_field
+from distill_ret.errors import ConfigError, UserError, describe_differences, section_integer, section_number
 from distill_ret.hf import core
 from distill_ret.hf.identity import params_digest
 from distill_ret.teachers.base import TeacherQuery, rank_order
@@ -229,18 +228,16 @@ def check_fields(config: Any) -> None:
                           "(configs/dgr.py:cranfield_stage2, pydocs_stage2, tiny_stage2)")
     section = config.candidates
     for name in ("depth", "num_beams", "batch_size", "max_query_length"):
-        integer_field(section[name], f"config.candidates.{name}", 1)
+        section_integer(section, "config.candidates", name, 1)
     if section.aggregation not in retrieve.AGGREGATIONS:
         raise ConfigError(f"config.candidates.aggregation={section.aggregation!r}: must be one of "
                           f"{retrieve.AGGREGATIONS}")
-    penalty = section.length_penalty
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not np.isfinite(penalty):
-        raise ConfigError(f"config.candidates.length_penalty={penalty!r}: must be a finite number")
+    section_number(section, "config.candidates", "length_penalty")
     if section.step:
         state.parse_init_step(section.step, "config.candidates.step")
     pseudo = section.pseudo
     for name in PSEUDO_FIELDS:
-        integer_field(pseudo[name], f"config.candidates.pseudo.{name}", 1 if name in ("min_words", "max_words") else 0)
+        section_integer(pseudo, "config.candidates.pseudo", name, 1 if name in ("min_words", "max_words") else 0)
     if pseudo.max_words < pseudo.min_words:
         raise ConfigError(f"config.candidates.pseudo.max_words={pseudo.max_words!r}: must be >= pseudo.min_words "
                           f"({pseudo.min_words})")

@@ -37,7 +37,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from distill_ret.data import formats
 from distill_ret.dgr import semantic_ids
 from distill_ret.dgr import trie as trie_lib
-from distill_ret.errors import ConfigError, UserError, differing_fields, integer_field
+from distill_ret.errors import ConfigError, UserError, differing_fields, section_integer, section_number
 from distill_ret.hf.identity import load_tokenizer, tokenizer_digest
 
 VIEWS = ("title", "atomic", "semantic", "spans")
@@ -123,33 +123,26 @@ class Options:
         return record
 
 
-def _integer(section: ml_collections.ConfigDict, name: str, prefix: str, minimum: int) -> int:
-    return integer_field(section[name], f"{prefix}.{name}", minimum)
-
-
 def options_from_config(section: ml_collections.ConfigDict, prefix: str = "config.identifiers") -> Options:
     """Validates `config.identifiers` (ConfigError naming the field) and returns its options."""
     weights = {}
     for view in VIEWS:
-        weight = section[view].weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
-            raise ConfigError(f"{prefix}.{view}.weight={weight!r}: must be a finite number >= 0 (0 = view off)")
-        weights[view] = float(weight)
+        weights[view] = section_number(section[view], f"{prefix}.{view}", "weight", 0, hint="0 = view off")
     if not any(weights.values()):
         raise ConfigError(f"{prefix}: every view has weight 0; give at least one of {list(VIEWS)} a positive weight")
     spans_file = section.spans.file
     if weights["spans"] and spans_file and not os.path.isfile(spans_file):
         raise ConfigError(f"{prefix}.spans.file={spans_file!r} is not a file")
     return Options(
-        weights=weights, max_tokens=_integer(section, "max_tokens", prefix, 2),
-        unigram_vocab_size=_integer(section, "unigram_vocab_size", prefix, 16),
-        semantic_k=_integer(section.semantic, "k", f"{prefix}.semantic", 2),
-        semantic_c=_integer(section.semantic, "c", f"{prefix}.semantic", 1),
-        semantic_seed=_integer(section.semantic, "seed", f"{prefix}.semantic", 0),
-        semantic_iterations=_integer(section.semantic, "iterations", f"{prefix}.semantic", 1),
-        spans_file=spans_file, spans_per_passage=_integer(section.spans, "per_passage", f"{prefix}.spans", 1),
-        spans_words=_integer(section.spans, "words", f"{prefix}.spans", 1),
-        spans_seed=_integer(section.spans, "seed", f"{prefix}.spans", 0),
+        weights=weights, max_tokens=section_integer(section, prefix, "max_tokens", 2),
+        unigram_vocab_size=section_integer(section, prefix, "unigram_vocab_size", 16),
+        semantic_k=section_integer(section.semantic, f"{prefix}.semantic", "k", 2),
+        semantic_c=section_integer(section.semantic, f"{prefix}.semantic", "c", 1),
+        semantic_seed=section_integer(section.semantic, f"{prefix}.semantic", "seed", 0),
+        semantic_iterations=section_integer(section.semantic, f"{prefix}.semantic", "iterations", 1),
+        spans_file=spans_file, spans_per_passage=section_integer(section.spans, f"{prefix}.spans", "per_passage", 1),
+        spans_words=section_integer(section.spans, f"{prefix}.spans", "words", 1),
+        spans_seed=section_integer(section.spans, f"{prefix}.spans", "seed", 0),
     )
 
 

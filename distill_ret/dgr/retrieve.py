@@ -37,7 +37,7 @@ from distill_ret import evaluation, hf, index
 from distill_ret.data import formats, sources
 from distill_ret.dgr import decoding, identifiers
 from distill_ret.dgr import trie as trie_lib
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.hf import core
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models import t5
@@ -214,20 +214,14 @@ def load_student(path: str, step: str | int = "best", field: str = "config.model
 # ------------------------------------------------------------------------------------------------ mode
 
 
-def _positive(section: ml_collections.ConfigDict, name: str, prefix: str = "config.retrieve") -> int:
-    return integer_field(section[name], f"{prefix}.{name}", 1)
-
-
 def check_config(config: ml_collections.ConfigDict) -> tuple[identifiers.Options, tuple[str, ...]]:
     """Every config value, before any file is read; returns the identifier options and the measure names."""
     section = config.retrieve
     for name in ("num_beams", "depth", "batch_size", "max_query_length"):
-        _positive(section, name)
+        section_integer(section, "config.retrieve", name, 1)
     if section.aggregation not in AGGREGATIONS:
         raise ConfigError(f"config.retrieve.aggregation={section.aggregation!r}: must be one of {AGGREGATIONS}")
-    penalty = section.length_penalty
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not np.isfinite(penalty):
-        raise ConfigError(f"config.retrieve.length_penalty={penalty!r}: must be a finite number")
+    section_number(section, "config.retrieve", "length_penalty")
     evaluation.output_name(section.name, "retrieve", field="config.retrieve.name")
     step = str(config.model.step)
     if step not in ("best", "latest") and not step.isdigit():

@@ -44,7 +44,7 @@ import optax
 from distill_ret import losses
 from distill_ret.dgr import candidates as candidates_lib
 from distill_ret.dgr import identifiers
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.models.t5 import T5, T5Config, shift_right
 
 LIST_KINDS = ("pinned", "teacher_order")
@@ -80,18 +80,6 @@ def _choice(section: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _integer(section: Any, name: str, minimum: int) -> int:
-    return integer_field(section.get(name), f"config.distill.{name}", minimum)
-
-
-def _number(section: Any, name: str, *, positive: bool = False) -> float:
-    value = section.get(name)
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0
-            or (positive and value == 0)):
-        raise ConfigError(f"config.distill.{name}={value!r}: must be a finite number {'>' if positive else '>='} 0")
-    return float(value)
-
-
 def _flag(section: Any, name: str) -> bool:
     value = section.get(name)
     if not isinstance(value, bool):
@@ -111,17 +99,20 @@ def settings_from_config(section: Any) -> Settings:
     """`config.distill` checked field by field (ConfigError naming the field)."""
     if not section.get("candidates_dir"):
         raise ConfigError("config.distill.candidates_dir is required in stage 2 (mode candidates' output)")
+    path = "config.distill"
     return Settings(
-        candidates_dir=str(section.candidates_dir), list_size=_integer(section, "list_size", 2),
+        candidates_dir=str(section.candidates_dir), list_size=section_integer(section, path, "list_size", 2),
         list_kind=_choice(section, "list_kind", LIST_KINDS),
-        max_identifiers_per_view=_integer(section, "max_identifiers_per_view", 1),
+        max_identifiers_per_view=section_integer(section, path, "max_identifiers_per_view", 1),
         length_normalize=_flag(section, "length_normalize"),
         view_aggregation=_choice(section, "view_aggregation", VIEW_AGGREGATIONS),
-        gen_weight=_number(section, "gen_weight"), loss=_choice(section, "loss", RANK_LOSSES),
-        base_margin=_number(section, "base_margin"), gap_margin=_number(section, "gap_margin"),
-        first_weight=_number(section, "first_weight", positive=True), violated_only=_flag(section, "violated_only"),
-        margin=_number(section, "margin"), temperature=_number(section, "temperature", positive=True),
-        teacher_temperature=_number(section, "teacher_temperature", positive=True))
+        gen_weight=section_number(section, path, "gen_weight", 0), loss=_choice(section, "loss", RANK_LOSSES),
+        base_margin=section_number(section, path, "base_margin", 0),
+        gap_margin=section_number(section, path, "gap_margin", 0),
+        first_weight=section_number(section, path, "first_weight", 0, exclusive=True),
+        violated_only=_flag(section, "violated_only"), margin=section_number(section, path, "margin", 0),
+        temperature=section_number(section, path, "temperature", 0, exclusive=True),
+        teacher_temperature=section_number(section, path, "teacher_temperature", 0, exclusive=True))
 
 
 # ------------------------------------------------------------------------------------------------ examples

@@ -47,7 +47,7 @@ from jax.sharding import Mesh
 from distill_ret import evaluation, hf, losses
 from distill_ret.data import formats, pipeline, sources
 from distill_ret.dgr import candidates, identifiers, retrieve, stage2, student
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.models.t5 import T5, T5Config, shift_right
 from distill_ret.training import evaluators, partitioning, state
 from distill_ret.training.tasks import ModelRecord, Task
@@ -66,10 +66,6 @@ class Pair:
     identifier: int
 
 
-def _integer(section: Any, name: str, prefix: str, minimum: int) -> int:
-    return integer_field(section.get(name), f"{prefix}.{name}", minimum)
-
-
 def check_data(data: Any) -> None:
     """Every `config.data` field of the task (ConfigError naming the field)."""
     if data.get("indexing_input") not in INDEXING_INPUTS:
@@ -77,7 +73,7 @@ def check_data(data: Any) -> None:
                           f"{INDEXING_INPUTS}")
     for name, minimum in (("indexing_spans", 1), ("indexing_span_words", 1), ("retrieval_copies", 0),
                           ("max_input_length", 2), ("seed", 0), ("min_positive_gain", 1)):
-        _integer(data, name, "config.data", minimum)
+        section_integer(data, "config.data", name, minimum)
 
 
 def indexing_texts(corpus: Mapping[str, formats.Document], data: Any) -> dict[str, list[str]]:
@@ -191,13 +187,11 @@ def build_generative_evaluator(name: str, section: Any, inputs: GenerativeInputs
     aggregation = section.get("aggregation")
     if aggregation not in retrieve.AGGREGATIONS:
         raise ConfigError(f"{prefix}.aggregation={aggregation!r}: must be one of {retrieve.AGGREGATIONS}")
-    penalty = section.get("length_penalty")
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not np.isfinite(penalty):
-        raise ConfigError(f"{prefix}.length_penalty={penalty!r}: must be a finite number")
+    penalty = section_number(section, prefix, "length_penalty")
     measures = evaluation.measures_from_config(section, prefix)
     options = {field: evaluators.positive_field(name, section, field)
                for field in ("num_beams", "batch_size", "max_query_length")}
-    options.update(length_penalty=float(penalty), aggregation=aggregation)
+    options.update(length_penalty=penalty, aggregation=aggregation)
     evaluation_ = GenerativeEvaluation(inputs, split, measures, section.relevance_level, options)
     evaluation_.retriever(mesh)  # built now: a bad option fails before training starts
     return evaluators.Evaluator(name=name, every=evaluators.check_every(name, section), measures=measures,

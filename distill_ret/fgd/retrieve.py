@@ -18,22 +18,16 @@ import jax
 
 from distill_ret import evaluation, index
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, number_field, section_integer
 from distill_ret.fgd import inputs, mine, mining, retrieval, spans
-
-
-def _positive(field: str, value: Any) -> int:
-    return integer_field(value, f"config.retrieve.{field}", 1)
 
 
 def check_config(config: Any) -> tuple[str, ...]:
     """Every config value of the mode, before any file is read; returns the measure names."""
     section = config.retrieve
-    _positive("depth", section.depth)
-    _positive("batch_size", section.batch_size)
-    gamma = section.gamma
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < float("inf"):
-        raise ConfigError(f"config.retrieve.gamma={gamma!r}: must be a finite number >= 0")
+    section_integer(section, "config.retrieve", "depth", 1)
+    section_integer(section, "config.retrieve", "batch_size", 1)
+    number_field(section.gamma, "config.retrieve.gamma", 0)
     if not isinstance(section.split, str):
         raise ConfigError(f"config.retrieve.split={section.split!r}: must be a split name or \"\" (every query)")
     evaluation.output_name(section.name, "retrieve", field="config.retrieve.name")

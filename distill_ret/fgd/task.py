@@ -359,8 +359,9 @@ def build_task(config: Any) -> Task:
     else:
         negatives = bm25_negatives(documents, sorted({qid for qid, _ in pairs}), qrels, data.num_negatives,
                                    config.bm25)
+    # With data.visible_positives_only every pair left is visible: nothing to flag.
     distill = (pair_visibility(pairs, documents, data.train_split, data.min_positive_gain)
-               if config.fgd.distill_visible_only else None)
+               if config.fgd.distill_visible_only and not data.visible_positives_only else None)
     examples = FgdExamples(pairs, documents, negatives, layout, query_max_length=data.query_max_length,
                            max_length=data.max_length, representation=representation, distill=distill)
     if switches.distills_pieces or switches.document_distillation:

@@ -19,7 +19,7 @@ import jax
 from jax.sharding import Mesh
 
 from distill_ret.data import pipeline
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, section_integer
 from distill_ret.training import metrics as metrics_lib
 from distill_ret.training import partitioning
 from distill_ret.training.tasks import Batch, Metrics, RandomAccessSource, Task
@@ -48,12 +48,12 @@ class Evaluator:
 
 def check_every(name: str, section: Any) -> int:
     """The section's `every` after checking it is an integer >= 0 (ConfigError naming the field)."""
-    return integer_field(section.get("every"), f"config.evals.{name}.every", 0, "steps between runs; 0 = never")
+    return section_integer(section, f"config.evals.{name}", "every", 0, "steps between runs; 0 = never")
 
 
 def positive_field(name: str, section: Any, field: str) -> int:
     """An integer field of `config.evals.<name>` that must be >= 1 (ConfigError naming it otherwise)."""
-    return integer_field(section.get(field), f"config.evals.{name}.{field}", 1)
+    return section_integer(section, f"config.evals.{name}", field, 1)
 
 
 def build_evaluators(config: Any, task: Task, mesh: Mesh) -> list[Evaluator]:

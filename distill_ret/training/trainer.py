@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_ret import distributed
 from distill_ret.data import pipeline
-from distill_ret.errors import ConfigError, UserError, integer_field
+from distill_ret.errors import ConfigError, UserError, section_integer, section_number
 from distill_ret.training import checkpointing, partitioning
 from distill_ret.training import evaluators as evaluators_lib
 from distill_ret.training import metrics as metrics_lib
@@ -198,40 +198,29 @@ class _MetricBuffer:
         return means
 
 
-def _int_field(section: Any, prefix: str, field: str, minimum: int) -> int:
-    return integer_field(section.get(field), f"config.{prefix}.{field}", minimum)
-
-
-def _number_field(section: Any, prefix: str, field: str, minimum: float) -> float:
-    value = section.get(field)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < minimum:
-        raise ConfigError(f"config.{prefix}.{field}={value!r}: must be a finite number >= {minimum}")
-    return float(value)
-
-
 def check_config(config: Any) -> None:
     """The trainer's config values (train, checkpoint), checked before anything is built or written."""
     train = config.train
-    batch_size = _int_field(train, "train", "batch_size", 1)
-    _int_field(train, "train", "num_steps", 1)
-    accumulation = _int_field(train, "train", "grad_accum_steps", 1)
+    batch_size = section_integer(train, "config.train", "batch_size", 1)
+    section_integer(train, "config.train", "num_steps", 1)
+    accumulation = section_integer(train, "config.train", "grad_accum_steps", 1)
     if batch_size % accumulation:
         raise ConfigError(f"config.train.grad_accum_steps={accumulation} does not divide "
                           f"config.train.batch_size={batch_size}")
-    _int_field(train, "train", "log_every", 1)
-    _int_field(train, "train", "prefetch", 0)
-    _int_field(train, "train", "warmup_steps", 0)
+    section_integer(train, "config.train", "log_every", 1)
+    section_integer(train, "config.train", "prefetch", 0)
+    section_integer(train, "config.train", "warmup_steps", 0)
     for field in ("learning_rate", "weight_decay", "grad_clip_norm", "end_learning_rate_fraction"):
-        _number_field(train, "train", field, 0.0)
+        section_number(train, "config.train", field, 0.0)
     for field in ("adam_b1", "adam_b2"):
-        if not 0.0 <= _number_field(train, "train", field, 0.0) < 1.0:
+        if not 0.0 <= section_number(train, "config.train", field, 0.0) < 1.0:
             raise ConfigError(f"config.train.{field}={train[field]!r}: must be in [0, 1)")
-    if _number_field(train, "train", "adam_eps", 0.0) <= 0.0:
+    if section_number(train, "config.train", "adam_eps", 0.0) <= 0.0:
         raise ConfigError(f"config.train.adam_eps={train.adam_eps!r}: must be > 0")
     if train.decay not in ("linear", "cosine", "constant"):
         raise ConfigError(f"config.train.decay={train.decay!r}: expected 'linear', 'cosine' or 'constant'")
-    _int_field(config.checkpoint, "checkpoint", "every", 1)
-    _int_field(config.checkpoint, "checkpoint", "keep", 1)
+    section_integer(config.checkpoint, "config.checkpoint", "every", 1)
+    section_integer(config.checkpoint, "config.checkpoint", "keep", 1)
     if config.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"config.checkpoint.best_mode={config.checkpoint.best_mode!r}: expected 'min' or 'max'")
 
