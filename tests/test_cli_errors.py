@@ -154,7 +154,7 @@ IN_PROCESS_CASES = [
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
     case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
     case("train-fgd-negative-teacher-temperature", "train", *MINE[1:], "--config.fgd.teacher_temperature=-1.0",
-         message="config.fgd.teacher_temperature=-1.0: must be > 0, or 0 for τ"),
+         message="config.fgd.teacher_temperature=-1.0: must be a finite number >= 0 (0 = τ)"),
     case("train-fgd-distill-visible-only-not-a-bool", "train", *MINE[1:], "--config.fgd.distill_visible_only=3",
          message="flag --config.fgd.distill_visible_only=3: ('Non-boolean argument to boolean flag', '3')"),
     # candidates

@@ -136,8 +136,9 @@ def test_stage1_mine_stage2_chain(beir_dir, tokenizer_dir, tmp_path):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("fgd__temperature", 0.0, "config.fgd.temperature=0.0: must be > 0"),
-    ("fgd__teacher_temperature", -1.0, "config.fgd.teacher_temperature=-1.0: must be > 0, or 0 for τ"),
+    ("fgd__temperature", 0.0, "config.fgd.temperature=0.0: must be a finite number > 0"),
+    ("fgd__teacher_temperature", -1.0, "config.fgd.teacher_temperature=-1.0: must be a finite number >= 0 (0 = τ)"),
+    ("fgd__contrastive_weight", float("inf"), "config.fgd.contrastive_weight=inf: must be a finite number >= 0"),
     ("fgd__representation", "rgat", "config.fgd.representation='rgat'"),
     ("data__num_negatives", 0, "config.data.num_negatives=0: must be an integer >= 1"),
     ("model__pooling", "mean", "'global' needs a bi-encoder with 'cls' pooling"),

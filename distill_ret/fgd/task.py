@@ -38,7 +38,7 @@ import numpy as np
 
 from distill_ret import bm25
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError, integer_field
+from distill_ret.errors import ConfigError, integer_field, section_number
 from distill_ret.fgd import inputs, mining, objective, retrieval, spans
 from distill_ret.models import heads
 from distill_ret.teachers import piece_scores
@@ -53,19 +53,15 @@ COUNT_FIELDS = ("passage_negatives", "sentence_negatives")
 
 def switches_from_config(section: Any) -> objective.FgdSwitches:
     """FgdSwitches from `config.fgd` (ConfigError naming the field on a bad value)."""
-    if not section.contrastive_weight >= 0.0:
-        raise ConfigError(f"config.fgd.contrastive_weight={section.contrastive_weight}: must be >= 0")
-    if not section.temperature > 0.0:
-        raise ConfigError(f"config.fgd.temperature={section.temperature}: must be > 0")
-    teacher_temperature = section.teacher_temperature
-    if not teacher_temperature >= 0.0:
-        raise ConfigError(f"config.fgd.teacher_temperature={teacher_temperature}: must be > 0, or 0 for τ")
+    contrastive_weight = section_number(section, "config.fgd", "contrastive_weight", 0)
+    temperature = section_number(section, "config.fgd", "temperature", 0, exclusive=True)
+    teacher_temperature = section_number(section, "config.fgd", "teacher_temperature", 0, hint="0 = τ")
     if section.representation not in spans.REPRESENTATIONS:
         raise ConfigError(f"config.fgd.representation={section.representation!r}: expected one of "
                           f"{spans.REPRESENTATIONS}")
-    return objective.FgdSwitches(float(section.contrastive_weight), float(section.temperature),
-                                 bool(section.passage_distillation), bool(section.sentence_distillation),
-                                 bool(section.document_distillation), float(teacher_temperature) or None)
+    return objective.FgdSwitches(contrastive_weight, temperature, bool(section.passage_distillation),
+                                 bool(section.sentence_distillation), bool(section.document_distillation),
+                                 teacher_temperature or None)
 
 
 def layout_from_config(data: Any) -> objective.Layout:
