@@ -111,7 +111,8 @@ def main():
     best = {name: max(values) for name, values in rates.items() if values}
     shape = (f"ids={args.ids} beams={args.beams} layers={args.layers} d_model={args.d_model} vocab={args.vocab} "
              f"batch={args.batch} queries={args.queries} device={jax.devices()[0].platform}")
-    print(f"trie build+transfer {build:.2f}s, {trie.device_nbytes() / 1e6:.1f} MB on device; compile {compile_seconds:.1f}s")
+    print(f"trie build+transfer {build:.2f}s, {trie.device_nbytes() / 1e6:.1f} MB on device; "
+          f"compile {compile_seconds:.1f}s")
     for name, values in rates.items():
         if values:
             print(f"{name} queries_per_s={best[name]:.2f} (passes: {', '.join(f'{v:.2f}' for v in values)})")

@@ -60,7 +60,8 @@ def main():
         teacher = load_cross_encoder(args.cross_encoder, batch_size=32, show_progress=True)
         reranked = rerank_run(teacher, bm25_run, dataset.queries, dataset.corpus, depth=args.depth)
         formats.write_run(reranked, out / f"cross-encoder-rerank-{args.split}.trec", tag="cross_encoder")
-        rows[f"cross-encoder rerank of BM25 top {args.depth}"] = evaluation.evaluate(reranked, qrels, MEASURES).aggregate
+        rows[f"cross-encoder rerank of BM25 top {args.depth}"] = evaluation.evaluate(reranked, qrels,
+                                                                                     MEASURES).aggregate
         print(f"cross-encoder: {time.time() - started:.0f}s", flush=True)
 
     print(evaluation.format_table(rows, MEASURES))

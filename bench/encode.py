@@ -70,7 +70,8 @@ def peer(args) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=pathlib.Path, default=REPO.parent / "shared" / "data" / "cranfield" / "corpus.jsonl")
+    parser.add_argument("--corpus", type=pathlib.Path,
+                        default=REPO.parent / "shared" / "data" / "cranfield" / "corpus.jsonl")
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=256)

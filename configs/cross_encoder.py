@@ -63,7 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=8 if tiny else 2, num_steps=4 if tiny else 600, learning_rate=1e-3 if tiny else 5e-5,
         warmup_steps=0 if tiny else 40, log_every=1 if tiny else 10,
     )
-    config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"  # "subtree=factor,...": lr factors (fresh head)
+    # "subtree=factor,...": lr factors (fresh head)
+    config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"
 
     config.mesh = common.mesh("data_parallel")
     config.checkpoint = common.checkpoint(

@@ -66,7 +66,8 @@ def _check_measure(name: str, measure: ir_measures.Measure) -> None:
         value = measure.params.get(param)
         if value is not None and not is_positive_int(value):
             raise ValueError(f"measure {name!r}: {param} must be a positive integer, got {value!r}")
-    if not any(provider.supports(measure) and provider.is_available() for provider in ir_measures.DefaultPipeline.providers):
+    if not any(provider.supports(measure) and provider.is_available()
+               for provider in ir_measures.DefaultPipeline.providers):
         raise ValueError(f"measure {name!r}: no installed ir-measures provider computes it")
 
 
@@ -82,7 +83,8 @@ def parse_measures(names: Sequence[str], relevance_level: int = 1) -> dict[str, 
         try:
             measure = ir_measures.parse_measure(name)
         except (NameError, ValueError, SyntaxError) as error:
-            raise ValueError(f"unknown measure {name!r} (ir-measures syntax, e.g. nDCG@10, MRR@10, R@100, MAP)") from error
+            raise ValueError(f"unknown measure {name!r} "
+                             "(ir-measures syntax, e.g. nDCG@10, MRR@10, R@100, MAP)") from error
         _check_measure(name, measure)
         if "rel" in measure.SUPPORTED_PARAMS and "rel" not in measure.params:
             measure = measure(rel=relevance_level)
@@ -139,7 +141,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]], measures: Sequence[str
     if measures is None:
         measures = list(dict.fromkeys(name for values in rows.values() for name in values))
     header = ["system", *measures]
-    body = [[system, *(f"{values[m]:.4f}" if m in values else "-" for m in measures)] for system, values in rows.items()]
+    body = [[system, *(f"{values[m]:.4f}" if m in values else "-" for m in measures)]
+            for system, values in rows.items()]
     widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
 
     def render(cells: list[str]) -> str:
@@ -189,7 +192,8 @@ def _load_judgements(config: ml_collections.ConfigDict, workdir: str) -> tuple[d
         return qrels, None, None, str(qrels_path)
     dataset, source = sources.load_beir(config, workdir)
     if config.data.split not in dataset.qrels:
-        raise ConfigError(f"config.data.split={config.data.split!r} has no qrels in {source}; splits: {sorted(dataset.qrels)}")
+        raise ConfigError(f"config.data.split={config.data.split!r} has no qrels in {source}; "
+                          f"splits: {sorted(dataset.qrels)}")
     if not dataset.qrels[config.data.split]:
         raise formats.FormatError(os.path.join(source, "qrels", f"{config.data.split}.tsv"), None, "no judgements")
     return dataset.qrels[config.data.split], dataset.queries, dataset.corpus, f"{source} [{config.data.split}]"
@@ -210,7 +214,8 @@ def output_name(config_name: str, run_path: str, field: str = "config.eval.name"
     (`run.bm25.trec` -> `run.bm25`), so that two runs in one directory never share outputs."""
     if config_name:
         if os.sep in config_name or config_name in (".", "..") or config_name != config_name.strip():
-            raise ConfigError(f"{field}={config_name!r}: must be a plain file name (no {os.sep!r}, no surrounding spaces)")
+            raise ConfigError(f"{field}={config_name!r}: must be a plain file name "
+                              f"(no {os.sep!r}, no surrounding spaces)")
         return config_name
     return os.path.splitext(os.path.basename(run_path))[0]
 

@@ -15,9 +15,10 @@ What is reported, found anywhere under the workdir:
   Figure 2 plots nDCG against m_gap and the list length.
 
 Outputs go to `config.report.output_dir` (default `<workdir>/report/`): `report.md`, `results.json`, `metrics.png`
-(grouped bars per measure, error bars = spread), `curves-<run>.png`, `margins-<name>.png` and `sweep-<name>.png`. Each is written
-atomically after every input has been read and every plot rendered. A manifest (`.report-manifest.json`) lists what
-reports wrote there: a report replaces those files and refuses to replace any other.
+(grouped bars per measure, error bars = spread), `curves-<run>.png`, `margins-<name>.png` and `sweep-<name>.png`.
+Each is written atomically after every input has been read and every plot rendered. A manifest
+(`.report-manifest.json`) lists what reports wrote there: a report replaces those files and refuses to replace any
+other.
 """
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ def msmarco_doc(raw: pathlib.Path) -> pathlib.Path:
     and 201 are judged with graded gains (2019qrels-docs.txt, `qid Q0 docid rel`)."""
     raw.mkdir(parents=True)
     _write(raw / "msmarco-docs.tsv",
-           [f"D{i}\thttp://example.org/{i}\t{topic.title()} tests\t{_body(i, topic)}" for i, topic in enumerate(TOPICS)],
+           [f"D{i}\thttp://example.org/{i}\t{topic.title()} tests\t{_body(i, topic)}"
+            for i, topic in enumerate(TOPICS)],
            gz=True)
     _write(raw / "msmarco-doctrain-queries.tsv",
            [f"{i}\tpressure results of the {TOPICS[i]} tests" for i in range(8)] + ["99\tan unjudged question"])

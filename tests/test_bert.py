@@ -72,7 +72,8 @@ def test_subset_span_differs_and_matches_a_manual_recomputation(model_and_params
     # Manual eq. 7 for the subset span: the last layer's softmax over tokens 1..2 only.
     layer = params["layers_1"]
     h = np.asarray(output.last_layer_input, np.float64)  # [batch, len, hidden]
-    project = lambda x, name: x @ np.asarray(layer["attention"][name]["kernel"]) + np.asarray(layer["attention"][name]["bias"])
+    project = lambda x, name: (x @ np.asarray(layer["attention"][name]["kernel"])
+                               + np.asarray(layer["attention"][name]["bias"]))
     q = project(h[:, :1], "query").reshape(3, 1, 4, 8)
     k = project(h[:, 1:3], "key").reshape(3, 2, 4, 8)
     v = project(h[:, 1:3], "value").reshape(3, 2, 4, 8)
@@ -88,7 +89,8 @@ def test_subset_span_differs_and_matches_a_manual_recomputation(model_and_params
     x = norm(h[:, :1] + project(attended, "out"), "attention_norm")
     inner = x @ np.asarray(layer["intermediate"]["kernel"]) + np.asarray(layer["intermediate"]["bias"])
     gelu = np.asarray(jax.nn.gelu(jnp.asarray(inner), approximate=False), np.float64)
-    expected = norm(x + gelu @ np.asarray(layer["output"]["kernel"]) + np.asarray(layer["output"]["bias"]), "output_norm")
+    expected = norm(x + gelu @ np.asarray(layer["output"]["kernel"]) + np.asarray(layer["output"]["bias"]),
+                    "output_norm")
     assert max_abs_diff(spans[:, 0], expected[:, 0]) < 1e-5
 
 
@@ -124,7 +126,8 @@ def test_dropout_only_when_not_deterministic():
     assert max_abs_diff(apply(0, False), apply(1, False)) > 1e-2
     no_dropout = Bert(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     assert max_abs_diff(no_dropout.apply({"params": params}, ids, mask, types, deterministic=False,
-                                         rngs={"dropout": jax.random.PRNGKey(0)}).last_hidden_state, apply(0, True)) < 1e-6
+                                         rngs={"dropout": jax.random.PRNGKey(0)}).last_hidden_state,
+                        apply(0, True)) < 1e-6
 
 
 def test_bfloat16_compute_is_close_to_float32(model_and_params):
@@ -133,7 +136,8 @@ def test_bfloat16_compute_is_close_to_float32(model_and_params):
     f32 = model.apply({"params": params}, ids, mask, types).last_hidden_state
     bf16 = Bert(tiny_config(dtype="bfloat16")).apply({"params": params}, ids, mask, types).last_hidden_state
     assert bf16.dtype == jnp.bfloat16
-    cosine = jnp.sum(f32 * bf16, -1) / (jnp.linalg.norm(f32, axis=-1) * jnp.linalg.norm(bf16.astype(jnp.float32), axis=-1))
+    cosine = jnp.sum(f32 * bf16, -1) / (jnp.linalg.norm(f32, axis=-1)
+                                        * jnp.linalg.norm(bf16.astype(jnp.float32), axis=-1))
     assert float(jnp.min(cosine)) > 0.99
 
 

@@ -27,7 +27,8 @@ def _tokens(text):
 
 
 def _lucene_bm25(query, corpus, k1=1.5, b=0.75):
-    """Lucene BM25: sum over query terms of ln(1 + (N - df + 0.5) / (df + 0.5)) * tf / (tf + k1 (1 - b + b dl/avgdl))."""
+    """Lucene BM25: sum over query terms of
+    ln(1 + (N - df + 0.5) / (df + 0.5)) * tf / (tf + k1 (1 - b + b dl/avgdl))."""
     docs = {doc_id: _tokens(bm25.document_text(doc)) for doc_id, doc in corpus.items()}
     avgdl = sum(map(len, docs.values())) / len(docs)
     scores = {}
@@ -84,7 +85,9 @@ def test_stop_words_are_configurable():
 
 def test_stemming_matches_inflections():
     unstemmed = bm25.Bm25Index.build(CORPUS).search({"q": "plates vibrations"}, k=10)["q"]
-    stemmed = bm25.Bm25Index.build(CORPUS, bm25.Bm25Params(stemmer="english")).search({"q": "plates vibrations"}, k=10)["q"]
+    stemmed = bm25.Bm25Index.build(CORPUS, bm25.Bm25Params(stemmer="english")).search(
+        {"q": "plates vibrations"}, k=10
+    )["q"]
     assert unstemmed == {}
     assert list(stemmed)[0] == "d" and set(stemmed) == {"b", "d"}
 
@@ -172,7 +175,8 @@ def test_bm25_mode_writes_nothing_when_the_split_has_no_judgements_or_nothing_is
     (beir / "qrels" / "empty.tsv").write_text("query-id\tcorpus-id\tscore\n")
     with pytest.raises(formats.FormatError, match=r"empty.tsv: no judgements"):
         bm25.run_from_config(_config(beir, "empty"), str(tmp_path / "work"))
-    (beir / "qrels" / "unmatched.tsv").write_text("query-id\tcorpus-id\tscore\nq3\ta\t1\n")  # "zeppelin" matches nothing
+    # "zeppelin" matches nothing
+    (beir / "qrels" / "unmatched.tsv").write_text("query-id\tcorpus-id\tscore\nq3\ta\t1\n")
     with pytest.raises(evaluation.NothingToEvaluate, match="ranks no document"):
         bm25.run_from_config(_config(beir, "unmatched"), str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()

@@ -186,7 +186,8 @@ def test_config_errors(tmp_path):
         ({"name": "beir", "data_dir": "FILE"}, "config.data.data_dir=.*is not a directory"),
         ({"name": "pydocs", "raw_dir": "", "dev_fraction": 1.5}, "config.data.dev_fraction=1.5"),
         ({"name": "pydocs", "raw_dir": "", "dev_fraction": 0.6, "test_fraction": 0.6}, "must be at most 1"),
-        ({"name": "pydocs", "raw_dir": "", "packages": ("no_such_package",)}, r"config.data.packages=.*no_such_package"),
+        ({"name": "pydocs", "raw_dir": "", "packages": ("no_such_package",)},
+         r"config.data.packages=.*no_such_package"),
     ],
 )
 def test_bad_data_configs_are_refused_before_anything_is_written(small_beir, tmp_path, fields, message):
@@ -226,7 +227,8 @@ def write_lines(path: pathlib.Path, lines: list[str], *, gz: bool = False) -> No
 def test_msmarco_passage_official_files(tmp_path):
     raw = tmp_path / "msmarco"
     raw.mkdir()
-    write_lines(raw / "collection.tsv", ["0\tThe presence of communication amid minds.", "1\tThe Manhattan Project.", "2\tcafé"])
+    write_lines(raw / "collection.tsv",
+                ["0\tThe presence of communication amid minds.", "1\tThe Manhattan Project.", "2\tcafé"])
     write_lines(raw / "queries.train.tsv", ["121352\tdefine extreme", "634306\tunjudged"])
     write_lines(raw / "qrels.train.tsv", ["121352\t0\t2\t1", "121352\t0\t0\t1"], gz=True)
     write_lines(raw / "queries.dev.tsv", ["1048585\twhat is paula deen's brother"])
@@ -257,7 +259,8 @@ def test_msmarco_doc_official_files(tmp_path):
     raw.mkdir()
     write_lines(
         raw / "msmarco-docs.tsv",
-        ["D1555982\thttps://answers.yahoo.com/\tThe hot glowing surfaces of stars\tBody one.", "D301595\thttp://x/\t\tBody two."],
+        ["D1555982\thttps://answers.yahoo.com/\tThe hot glowing surfaces of stars\tBody one.",
+         "D301595\thttp://x/\t\tBody two."],
         gz=True,
     )
     write_lines(raw / "msmarco-doctrain-queries.tsv", ["1185869\t)what was the immediate impact", "5\tother"])
@@ -293,7 +296,8 @@ def test_assemble_document_boundaries():
         "d", "", [Document("a", "Title A", "alpha text"), Document("b", "", "beta"), Document("c", "T", "γ")]
     )
     assert doc.text == "Title A\nalpha text\n\nbeta\n\nT\nγ"
-    assert [(span.passage_id, span.start, span.end) for span in doc.passages] == [("a", 0, 18), ("b", 20, 24), ("c", 26, 29)]
+    assert [(span.passage_id, span.start, span.end) for span in doc.passages] == [("a", 0, 18), ("b", 20, 24),
+                                                                                 ("c", 26, 29)]
     assert [doc.text[span.start : span.end] for span in doc.passages] == ["Title A\nalpha text", "beta", "T\nγ"]
 
 
@@ -444,7 +448,8 @@ def test_pydocs_collect_on_fake_stdlib(fake_stdlib):
         ("alpha.Box", "alpha.Box"),
         ("alpha.Box.put", "alpha.Box.put"),
     ]
-    assert alpha.passages[0].text == "The greeting is composed of a salutation and the name, separated by a space character."
+    assert alpha.passages[0].text == ("The greeting is composed of a salutation and the name, "
+                                      "separated by a space character.")
     assert alpha.text.startswith("alpha.greet\nThe greeting is composed")
     assert corpus.queries == {
         "q:alpha.greet": "Return a friendly greeting for the given name.",
@@ -514,7 +519,8 @@ def test_pydocs_independent_of_python_hash_seed(tmp_path):
     )
     outputs = {
         subprocess.run(
-            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
+            check=True
         ).stdout
         for seed in ("1", "2")
     }

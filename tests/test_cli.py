@@ -80,10 +80,13 @@ def test_malformed_run_is_one_clear_error_and_writes_nothing(tmp_path):
         ([f"--config={BM25_CONFIG}", "--workdir=w"], "MODE is one of"),
         (["bm25", f"--config={BM25_CONFIG}"], "--config and --workdir are required"),
         (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.kk=1"], "the config has no field 'kk'"),
-        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.k1=abc"], "could not convert string to float"),
+        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.k1=abc"],
+         "could not convert string to float"),
         (["bm25", f"--config={BM25_CONFIG}:nope", "--workdir=w"], "unknown preset 'nope'"),
-        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.data.beir_dir=missing"], "corpus.jsonl: file not found"),
-        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.method=bm26"], "config.bm25.method='bm26': must be one of"),
+        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.data.beir_dir=missing"],
+         "corpus.jsonl: file not found"),
+        (["bm25", f"--config={BM25_CONFIG}", "--workdir=w", "--config.bm25.method=bm26"],
+         "config.bm25.method='bm26': must be one of"),
     ],
 )
 def test_usage_and_config_errors_exit_non_zero(tmp_path, args, message):

@@ -50,7 +50,8 @@ EVALUATE = ("evaluate", "--config={C}/evaluate.py:cranfield", "--workdir={S}/wor
 BUILD = ("build-data", "--config={C}/build_data.py:beir", "--workdir={S}/work", "--config.data.raw_dir={S}/beir",
          "--config.data.data_dir={S}/data")
 RERANK = ("rerank", "--config={C}/rerank.py:cranfield", "--workdir={S}/work", "--config.data.beir_dir={S}/beir",
-          "--config.rerank.run_path={S}/run.trec", "--config.teacher.kind=run_file", "--config.teacher.path={S}/run.trec")
+          "--config.rerank.run_path={S}/run.trec", "--config.teacher.kind=run_file",
+          "--config.teacher.path={S}/run.trec")
 DEMO = ("demo", "--config={C}/demo.py:small", "--workdir={S}/work")
 TRAIN = ("train", "--config={C}/t5_seq2seq.py:tiny", "--workdir={S}/work")
 EXPORT_HF = ("export", "--config={C}/export.py:hf", "--workdir={S}/work")
@@ -87,7 +88,8 @@ IN_PROCESS_CASES = [
     case("bm25-unknown-measure", *BM25, "--config.eval.measures=nDCG@10,FOO", message="unknown measure 'FOO'"),
     case("bm25-zero-cutoff", *BM25, "--config.eval.measures=R@0", message="cutoff must be a positive integer"),
     case("bm25-relevance-level", *BM25, "--config.eval.relevance_level=0", message="config.eval.relevance_level=0"),
-    case("bm25-missing-data", *BM25, "--config.data.beir_dir={S}/absent", message="absent/corpus.jsonl: file not found"),
+    case("bm25-missing-data", *BM25, "--config.data.beir_dir={S}/absent",
+         message="absent/corpus.jsonl: file not found"),
     case("bm25-corrupt-corpus", *BM25, "--config.data.beir_dir={S}/bad_beir", message="bad_beir/corpus.jsonl:2"),
     case("bm25-unknown-split", *BM25, "--config.data.split=nope", message="config.data.split='nope'"),
     case("bm25-split-without-judgements", *BM25, "--config.data.split=empty", message="empty.tsv: no judgements"),
@@ -114,8 +116,8 @@ IN_PROCESS_CASES = [
     case("rerank-teacher-run-lacks-a-query", *RERANK, "--config.teacher.path={S}/partial.trec", message="partial.trec"),
     case("rerank-negative-depth", *RERANK, "--config.rerank.depth=-1", message="config.rerank.depth=-1"),
     case("rerank-unknown-measure", *RERANK, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
-    case("rerank-corrupt-hf-teacher", *RERANK, "--config.teacher.kind=cross_encoder", "--config.teacher.path={S}/hf_bad",
-         message="hf_bad"),
+    case("rerank-corrupt-hf-teacher", *RERANK, "--config.teacher.kind=cross_encoder",
+         "--config.teacher.path={S}/hf_bad", message="hf_bad"),
     # demo
     case("demo-unknown-split", *DEMO, "--config.demo.split=validation", message="config.demo.split='validation'"),
     case("demo-unknown-stage", *DEMO, "--config.demo.stages=data,tokenize", message="unknown stages"),
@@ -152,7 +154,8 @@ IN_PROCESS_CASES = [
     case("mine-zero-passage-pool", *MINE, "--config.mine.passage_pool=0", message="config.mine.passage_pool=0"),
     case("mine-zero-negatives", *MINE, "--config.data.num_negatives=0", message="config.data.num_negatives=0"),
     case("mine-output-is-a-directory", *MINE, "--config.mine.output={S}/beir", message="config.mine.output="),
-    case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus", message="config.fgd.representation"),
+    case("mine-unknown-representation", *MINE, "--config.fgd.representation=bogus",
+         message="config.fgd.representation"),
     case("train-fgd-negative-teacher-temperature", "train", *MINE[1:], "--config.fgd.teacher_temperature=-1.0",
          message="config.fgd.teacher_temperature=-1.0: must be a finite number >= 0 (0 = τ)"),
     case("train-fgd-distill-visible-only-not-a-bool", "train", *MINE[1:], "--config.fgd.distill_visible_only=3",
@@ -165,7 +168,8 @@ IN_PROCESS_CASES = [
     case("candidates-corrupt-student", *CANDIDATES, message="hf_bad"),
     # report
     case("report-nothing-to-report", *REPORT, message="nothing to report"),
-    case("report-bad-seed-pattern", *REPORT, "--config.report.seed_pattern=(", message="config.report.seed_pattern='('"),
+    case("report-bad-seed-pattern", *REPORT, "--config.report.seed_pattern=(",
+         message="config.report.seed_pattern='('"),
 ]
 
 SUBPROCESS_CASES = [
@@ -174,7 +178,8 @@ SUBPROCESS_CASES = [
     case("cli-no-workdir", "bm25", "--config={C}/bm25.py", message="--config and --workdir are required"),
     case("cli-missing-config-file", "bm25", "--config={S}/absent.py", "--workdir={S}/work", message="absent.py"),
     case("cli-config-file-is-a-directory", "bm25", "--config={S}/beir", "--workdir={S}/work", message="is not a file"),
-    case("cli-unknown-preset", "bm25", "--config={C}/bm25.py:nope", "--workdir={S}/work", message="unknown preset 'nope'"),
+    case("cli-unknown-preset", "bm25", "--config={C}/bm25.py:nope", "--workdir={S}/work",
+         message="unknown preset 'nope'"),
     case("cli-unknown-field", *BM25, "--config.bm25.kk=1", message="the config has no field 'kk'"),
     case("cli-bad-value-syntax", *BM25, "--config.bm25.k1=abc", message="--config.bm25.k1=abc"),
     case("cli-unknown-flag", *BM25, "--bogus", message="Unknown command line flag 'bogus'"),
@@ -191,7 +196,8 @@ SUBPROCESS_ENVIRONMENT = {"DISTILL_RET_NUM_PROCESSES": "x"}
 def write_template(root: pathlib.Path) -> None:
     """The inputs every case may read: a BEIR directory, runs, qrels, a corrupt copy of each, an HF-looking
     directory with corrupt weights, a file where a directory is expected, and a workdir holding a user's files."""
-    corpus = {f"d{i}": formats.Document(f"d{i}", f"title {i}", f"wing flutter boundary layer text {i}") for i in range(6)}
+    corpus = {f"d{i}": formats.Document(f"d{i}", f"title {i}", f"wing flutter boundary layer text {i}")
+              for i in range(6)}
     queries = {"q1": "wing flutter", "q2": "boundary layer", "q3": "heat"}
     qrels = {"test": {"q1": {"d1": 1}, "q2": {"d2": 2}}, "train": {"q3": {"d3": 1}}}
     formats.write_beir(formats.BeirDataset(corpus, queries, qrels), root / "beir")
@@ -226,7 +232,8 @@ def snapshot(root: pathlib.Path) -> dict[str, tuple]:
     for path in [root, *sorted(root.rglob("*"))]:
         info = path.lstat()
         kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
-        entries[str(path.relative_to(root))] = (kind, stat.S_IMODE(info.st_mode), None if kind == "dir" else path.read_bytes())
+        entries[str(path.relative_to(root))] = (kind, stat.S_IMODE(info.st_mode),
+                                                None if kind == "dir" else path.read_bytes())
     return entries
 
 

@@ -223,7 +223,9 @@ def _guide_run(directory, fixture_dirs):
 def test_a_guide_scores_every_group_in_model_order_and_joins_the_loss(fixture_dirs, tmp_path):
     run, path = _guide_run(tmp_path, fixture_dirs)
     config = tiny_config(fixture_dirs)
-    config.guide.kind, config.guide.path, config.guide.weight, config.guide.temperature = "run_file", str(path), 1.0, 0.1
+    config.guide.kind, config.guide.path, config.guide.weight, config.guide.temperature = (
+        "run_file", str(path), 1.0, 0.1
+    )
     task = cross_encoder_task.build_task(config)
     source = task.train_source
     assert isinstance(source, cross_encoder_task.GuidedGroups) and len(source) == len(source.groups)

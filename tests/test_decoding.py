@@ -102,7 +102,8 @@ def test_fewer_beams_than_identifiers_return_only_identifiers_with_their_exact_s
     for query in range(len(QUERIES)):
         results = decoded(output, query)
         assert len(results) == 3 and len(set(results)) == 3
-        expected = [logprobs[query, identifiers.index(result)] / lengths[identifiers.index(result)] for result in results]
+        expected = [logprobs[query, identifiers.index(result)] / lengths[identifiers.index(result)]
+                    for result in results]
         np.testing.assert_allclose(output.scores[query], expected, rtol=1e-5, atol=1e-5)
         assert np.all(np.diff(np.asarray(output.scores[query])) <= 0)
 

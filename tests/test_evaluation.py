@@ -151,14 +151,19 @@ def test_evaluate_mode_on_a_beir_directory(tmp_path, capsys):
     config = _evaluate_config(run_path=str(tmp_path / "system.trec"), per_query=True)
     config.data.beir_dir = str(beir)
     result = evaluation.run_from_config(config, str(tmp_path / "work"))
-    assert result.aggregate == pytest.approx(evaluation.evaluate(RUN, QRELS, ["nDCG@10", "MRR@10", "R@5", "MAP"]).aggregate)
-    assert json.loads((tmp_path / "work" / "system.metrics.json").read_text())["measures"] == pytest.approx(result.aggregate)
+    assert result.aggregate == pytest.approx(
+        evaluation.evaluate(RUN, QRELS, ["nDCG@10", "MRR@10", "R@5", "MAP"]).aggregate
+    )
+    assert json.loads((tmp_path / "work" / "system.metrics.json").read_text())["measures"] == pytest.approx(
+        result.aggregate
+    )
     assert (tmp_path / "work" / "system.per_query.tsv").exists()
     assert "system" in capsys.readouterr().out
 
 
 def test_evaluate_mode_with_a_trec_qrels_file(tmp_path):
-    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in QRELS.items() for d, g in docs.items()))
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n"
+                                                for q, docs in QRELS.items() for d, g in docs.items()))
     formats.write_run(RUN, tmp_path / "system.trec")
     config = _evaluate_config(
         run_path=str(tmp_path / "system.trec"), qrels_path=str(tmp_path / "qrels.txt"), qrels_format="trec", name="x"
@@ -217,7 +222,8 @@ def test_outputs_are_named_by_the_full_stem_and_never_replace_another_runs_metri
         config = _evaluate_config(run_path=str(tmp_path / run_name))
         config.data.beir_dir = str(beir)
         evaluation.run_from_config(config, work)
-    saved = {name: json.loads((tmp_path / "work" / f"{name}.metrics.json").read_text()) for name in ("run.bm25", "run.rerank")}
+    saved = {name: json.loads((tmp_path / "work" / f"{name}.metrics.json").read_text())
+             for name in ("run.bm25", "run.rerank")}
     assert saved["run.bm25"]["run"] == str(tmp_path / "run.bm25.trec")
     assert saved["run.rerank"]["run"] == str(tmp_path / "run.rerank.trec")
     assert saved["run.bm25"]["measures"]["MRR@10"] != saved["run.rerank"]["measures"]["MRR@10"]
@@ -227,7 +233,9 @@ def test_outputs_are_named_by_the_full_stem_and_never_replace_another_runs_metri
     config = _evaluate_config(run_path=str(tmp_path / "elsewhere" / "run.bm25.trec"))
     config.data.beir_dir = str(beir)
     before = (tmp_path / "work" / "run.bm25.metrics.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"run.bm25.metrics.json already holds the metrics of .*/run.bm25.trec; set config.eval.name"):
+    with pytest.raises(ConfigError,
+                       match=r"run.bm25.metrics.json already holds the metrics of .*/run.bm25.trec; "
+                             r"set config.eval.name"):
         evaluation.run_from_config(config, work)
     assert (tmp_path / "work" / "run.bm25.metrics.json").read_bytes() == before
     config.eval.name = "elsewhere"

@@ -55,7 +55,8 @@ def test_beir_round_trip(tmp_path):
 
 
 def test_corpus_title_optional_and_integer_ids(tmp_path):
-    path = write_text(tmp_path / "corpus.jsonl", '{"_id": 7, "text": "a"}\n\n{"_id": "b", "title": null, "text": "b"}\n')
+    path = write_text(tmp_path / "corpus.jsonl",
+                      '{"_id": 7, "text": "a"}\n\n{"_id": "b", "title": null, "text": "b"}\n')
     assert formats.read_corpus(path) == {"7": Document("7", "", "a"), "b": Document("b", "", "b")}
 
 
@@ -81,11 +82,13 @@ def test_run_depth_truncates_per_query(tmp_path):
 
 
 def test_msmarco_passage_files(tmp_path):
-    collection = write_text(tmp_path / "collection.tsv", "0\tThe presence of communication.\n1\tManhattan \"project\"\n")
+    collection = write_text(tmp_path / "collection.tsv",
+                            "0\tThe presence of communication.\n1\tManhattan \"project\"\n")
     queries = write_text(tmp_path / "queries.dev.tsv", "1048585\twhat is paula deen's brother\n2\tq two\n")
     qrels = write_text(tmp_path / "qrels.dev.tsv", "1048585\t0\t1\t1\n2\t0\t0\t1\n")
     corpus = formats.read_msmarco_collection(collection)
-    assert corpus == {"0": Document("0", "", "The presence of communication."), "1": Document("1", "", 'Manhattan "project"')}
+    assert corpus == {"0": Document("0", "", "The presence of communication."),
+                      "1": Document("1", "", 'Manhattan "project"')}
     loaded_queries = formats.read_msmarco_queries(queries)
     assert loaded_queries == {"1048585": "what is paula deen's brother", "2": "q two"}
     assert formats.read_trec_qrels(qrels, queries=loaded_queries, corpus=corpus) == {"1048585": {"1": 1}, "2": {"0": 1}}
@@ -119,7 +122,8 @@ def test_unicode_line_separators_do_not_split_lines(tmp_path):
         ('{"_id": "a", "title": "t"}\n', 1, "missing 'text'"),
         ('{"_id": "a", "text": 3}\n', 1, "'text' must be a string"),
         ('{"_id": "a b", "text": "x"}\n', 1, "no whitespace"),
-        ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"}\n{"_id": "a", "text": "z"}\n', 3, "duplicate document id 'a' \\(first on line 1\\)"),
+        ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"}\n{"_id": "a", "text": "z"}\n', 3,
+         "duplicate document id 'a' \\(first on line 1\\)"),
     ],
 )
 def test_corpus_errors(tmp_path, content, line, pattern):

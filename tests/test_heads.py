@@ -68,10 +68,12 @@ def test_document_spans_share_one_encoding(batch, bert_params, pooling):
     span = np.zeros((3, 2, ids.shape[1]), bool)
     span[:, 0] = mask.astype(bool)
     span[:, 1, 1:3] = True
-    documents, spans = model.apply({"params": params}, ids, mask, span, method=heads.BiEncoder.encode_documents_with_spans)
+    documents, spans = model.apply({"params": params}, ids, mask, span,
+                                   method=heads.BiEncoder.encode_documents_with_spans)
     assert spans.shape == (3, 2, 32) and spans.dtype == jnp.float32
     assert max_abs_diff(spans[:, 0], documents) < 1e-5
-    assert max_abs_diff(documents, model.apply({"params": params}, ids, mask, method=heads.BiEncoder.encode_documents)) == 0.0
+    assert max_abs_diff(documents,
+                        model.apply({"params": params}, ids, mask, method=heads.BiEncoder.encode_documents)) == 0.0
     if pooling == "mean":
         hidden = np.asarray(Bert(tiny_config()).apply({"params": bert_params}, ids, mask).last_hidden_state)
         assert max_abs_diff(spans[:, 1], hidden[:, 1:3].mean(1)) < 1e-5

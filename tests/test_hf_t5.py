@@ -130,6 +130,7 @@ def test_unsupported_or_inconsistent_checkpoints_are_refused(tmp_path):
         import_from_hf(tmp_path / "head")
 
     hf_model("v1.1").save_pretrained(tmp_path / "extra", safe_serialization=True)
-    _rewrite(tmp_path / "extra", tensor_update={"encoder.block.0.layer.1.DenseReluDense.wi.weight": np.ones((64, 32), np.float32)})
+    _rewrite(tmp_path / "extra",
+             tensor_update={"encoder.block.0.layer.1.DenseReluDense.wi.weight": np.ones((64, 32), np.float32)})
     with pytest.raises(core.HfCheckpointError, match="not understood.*DenseReluDense.wi.weight"):
         import_from_hf(tmp_path / "extra")

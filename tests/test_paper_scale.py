@@ -3,8 +3,8 @@
 steps end to end through the modes (train; for FGD also mine and retrieve on TREC DL 2019; for DGR stage 1, mode
 candidates and stage 2), with only sizes and paths overridden (model widths and layers, vocabulary, lengths, batches,
 search depths and beams, list size, num_steps = 2, directories; no pretrained weights: random init, MiniLM's tokenizer
-for the BERT students; DGR's cross-encoder teacher replaced by a run-file teacher the test writes). Also: what the two new builders make of the
-official layouts, value by value."""
+for the BERT students; DGR's cross-encoder teacher replaced by a run-file teacher the test writes). Also: what the
+two new builders make of the official layouts, value by value."""
 import importlib.util
 import json
 import math

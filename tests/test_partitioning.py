@@ -168,7 +168,8 @@ def test_sharded_t5_step_equals_single_device():
 
 def _bert_bi_encoder_task():
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                        intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
     model = BiEncoder(config, pooling="cls", normalize=False, tied=True)
 
     def init_params(rng):

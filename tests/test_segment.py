@@ -56,7 +56,8 @@ def test_token_spans_by_first_character_with_dropped_spans():
 
 def build_document():
     passages = [
-        Document("a", "Wing theory", "The lift of a wing grows with the angle of attack. Stall comes later, near 15 degrees."),
+        Document("a", "Wing theory",
+                 "The lift of a wing grows with the angle of attack. Stall comes later, near 15 degrees."),
         Document("b", "", "Café owners said: \"prices rose.\" Then they closed early on Sunday."),
         Document("c", "Jets", "Supersonic jets make noise. The exhaust temperature matters a lot."),
     ]
@@ -98,7 +99,8 @@ def test_segment_document_truncation_clips_and_drops(tokenizer):
     truncated = segment.segment_document(tokenizer, doc.text, passages, max_length=cut + 1)
     assert len(truncated.input_ids) == cut + 1
     assert truncated.input_ids[-1] == tokenizer.sep_token_id
-    assert truncated.passage_spans.tolist() == [full.passage_spans[0].tolist(), [int(full.passage_spans[1, 0]), cut], [0, 0]]
+    assert truncated.passage_spans.tolist() == [full.passage_spans[0].tolist(), [int(full.passage_spans[1, 0]), cut],
+                                                [0, 0]]
     assert truncated.passage_mask.tolist() == [True, True, False]
     assert truncated.sentence_mask.tolist() == [True] * 4 + [False] * 4
     assert truncated.sentence_spans[:3].tolist() == full.sentence_spans[:3].tolist()

@@ -97,7 +97,8 @@ def test_pydocs_modules_keep_their_docstring_passages(tmp_path):
     "fields, message",
     [
         ({"name": "long_docs", "beir_dir": "/some/beir"}, "config.data.beir_dir='/some/beir': a BEIR directory has no"),
-        ({"name": "beir", "raw_dir": "/some/beir"}, r"config.data.name='beir': .*\['long_docs', 'msmarco_doc_long', 'pydocs'\]"),
+        ({"name": "beir", "raw_dir": "/some/beir"},
+         r"config.data.name='beir': .*\['long_docs', 'msmarco_doc_long', 'pydocs'\]"),
         ({"name": "msmarco_doc", "raw_dir": "/x"}, "config.data.name='msmarco_doc'"),
     ],
 )

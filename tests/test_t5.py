@@ -164,11 +164,15 @@ def test_every_parameter_has_logical_axes(variant):
     boxed = jax.eval_shape(t5.T5(config).init, jax.random.PRNGKey(0), encoder_ids, decoder_ids)["params"]
     specs = nn.get_partition_spec(boxed)
     leaves = jax.tree_util.tree_leaves_with_path(nn.unbox(boxed))
-    spec_leaves = dict(jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
+    spec_leaves = dict(jax.tree_util.tree_leaves_with_path(
+        specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    ))
     assert len(leaves) == len(spec_leaves)
     for path, leaf in leaves:
         spec = spec_leaves[path]
-        assert len(spec) == leaf.ndim and all(isinstance(name, str) for name in spec), (jax.tree_util.keystr(path), spec)
+        assert len(spec) == leaf.ndim and all(isinstance(name, str) for name in spec), (
+            jax.tree_util.keystr(path), spec
+        )
     assert tuple(specs["token_embedder"]["embedding"]) == ("vocab", "embed")
     assert tuple(specs["encoder"]["relpos_bias"]["rel_embedding"]) == ("relpos_buckets", "heads")
     assert tuple(specs["decoder"]["layers_1"]["mlp"]["wo"]["kernel"]) == ("mlp", "embed")
@@ -181,7 +185,8 @@ def test_config_converts_to_and_from_transformers(variant):
     hf = config.to_hf()
     assert isinstance(hf, transformers.T5Config) and hf.dense_act_fn == ("relu" if variant == "v1.0" else "gelu_new")
     assert t5.T5Config.from_hf(hf) == config
-    assert t5.T5Config.from_hf(hf, dtype="bfloat16", dropout_rate=0.0) == config.replace(dtype="bfloat16", dropout_rate=0.0)
+    assert t5.T5Config.from_hf(hf, dtype="bfloat16", dropout_rate=0.0) == config.replace(dtype="bfloat16",
+                                                                                         dropout_rate=0.0)
     assert hash(config) == hash(t5.T5Config.from_hf(hf)) and jax.tree_util.tree_leaves(config) == []
 
 

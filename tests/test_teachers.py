@@ -10,7 +10,8 @@ from distill_ret.data import formats
 from distill_ret.errors import ConfigError
 from distill_ret.teachers import RunFileTeacher, TeacherQuery, rank_order, rerank_run
 
-CORPUS = {doc_id: formats.Document(doc_id, f"title {doc_id}", f"text of {doc_id}") for doc_id in ("a", "b", "c", "d", "e")}
+CORPUS = {doc_id: formats.Document(doc_id, f"title {doc_id}", f"text of {doc_id}")
+          for doc_id in ("a", "b", "c", "d", "e")}
 QUERIES = {"q1": "first query", "q2": "second query"}
 
 

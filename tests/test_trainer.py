@@ -315,7 +315,8 @@ def test_a_workdir_that_is_a_file_or_not_writable_is_refused_in_one_line_and_lef
     assert process.returncode == 1
     assert process.stderr.strip().splitlines()[-1].startswith("distill-ret train: error: --workdir=")
     assert "Traceback" not in process.stderr and workdir.read_text() == "mine"
-    monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)  # as for a read-only directory (tests run as root)
+    # as for a read-only directory (tests run as root)
+    monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
     with pytest.raises(ConfigError, match=f"--workdir={tmp_path / 'new'}: {tmp_path} is not writable"):
         trainer.train(training_helpers.make_task(), training_helpers.make_config(), tmp_path / "new")
     assert not (tmp_path / "new").exists()

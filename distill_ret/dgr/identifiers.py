@@ -394,7 +394,8 @@ def build_or_load(directory: str | os.PathLike, corpus: Mapping[str, formats.Doc
         if saved != record:
             raise StaleIdentifiersError(
                 f"{directory / METADATA_FILE}: these identifiers were built from other inputs (differing: "
-                f"{', '.join(differing_fields(saved, record))}); choose another config.identifiers.dir to build new ones")
+                f"{', '.join(differing_fields(saved, record))}); "
+                "choose another config.identifiers.dir to build new ones")
         return read(directory), load_tokenizer(directory), directory
     if tokenizer is None:
         tokenizer = train_unigram([passage_text(doc) for doc in corpus.values()], options.unigram_vocab_size)

@@ -318,7 +318,8 @@ def load(directory: str | os.PathLike) -> Trie:
     metadata_path, arrays_path = directory / METADATA_FILE, directory / ARRAYS_FILE
     for path in (metadata_path, arrays_path):
         if not path.is_file():
-            raise formats.FormatError(path, None, "missing: not a saved trie directory (expected trie.json and trie.npz)")
+            raise formats.FormatError(path, None,
+                                      "missing: not a saved trie directory (expected trie.json and trie.npz)")
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
         if metadata.get("format") != FORMAT:

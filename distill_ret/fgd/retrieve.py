@@ -6,8 +6,8 @@ encodes the queries of `retrieve.split` ("" = every query) and every long docume
 `model` head options), scores them with `retrieval.retrieval_run` (single-vector, or multi-vector when
 `retrieve.gamma` > 0) and writes the top `retrieve.depth` documents of each query to `<workdir>/<name>.trec`, with
 `<name>.metrics.json` and `<name>.margins.json` (each judged positive's score minus the query's best-scored
-negative in the run: FGD's Figure 4, plotted by mode report) when the split has qrels. Config values are checked first, then the data and the student are
-read, and the outputs are written last, each atomically.
+negative in the run: FGD's Figure 4, plotted by mode report) when the split has qrels. Config values are checked
+first, then the data and the student are read, and the outputs are written last, each atomically.
 """
 from __future__ import annotations
 

@@ -34,15 +34,18 @@ ENCODER_TABLE = [
     *[
         core.Mapping(f"layers_{{i}}/attention/{ours}/kernel", f"encoder.layer.{{i}}.attention.{theirs}.weight",
                      core.transpose, core.transpose)
-        for ours, theirs in [("query", "self.query"), ("key", "self.key"), ("value", "self.value"), ("out", "output.dense")]
+        for ours, theirs in [("query", "self.query"), ("key", "self.key"), ("value", "self.value"),
+                             ("out", "output.dense")]
     ],
     *[
         core.Mapping(f"layers_{{i}}/attention/{ours}/bias", f"encoder.layer.{{i}}.attention.{theirs}.bias")
-        for ours, theirs in [("query", "self.query"), ("key", "self.key"), ("value", "self.value"), ("out", "output.dense")]
+        for ours, theirs in [("query", "self.query"), ("key", "self.key"), ("value", "self.value"),
+                             ("out", "output.dense")]
     ],
     core.Mapping("layers_{i}/attention_norm/scale", "encoder.layer.{i}.attention.output.LayerNorm.weight"),
     core.Mapping("layers_{i}/attention_norm/bias", "encoder.layer.{i}.attention.output.LayerNorm.bias"),
-    core.Mapping("layers_{i}/intermediate/kernel", "encoder.layer.{i}.intermediate.dense.weight", core.transpose, core.transpose),
+    core.Mapping("layers_{i}/intermediate/kernel", "encoder.layer.{i}.intermediate.dense.weight",
+                 core.transpose, core.transpose),
     core.Mapping("layers_{i}/intermediate/bias", "encoder.layer.{i}.intermediate.dense.bias"),
     core.Mapping("layers_{i}/output/kernel", "encoder.layer.{i}.output.dense.weight", core.transpose, core.transpose),
     core.Mapping("layers_{i}/output/bias", "encoder.layer.{i}.output.dense.bias"),
@@ -112,7 +115,8 @@ def load(hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], source
     prefixed = any(name.startswith(TASK_PREFIX) for name in tensors)
     if prefixed:
         # Task models: keep only the encoder, pooler and classifier; strip the prefix for the shared table.
-        tensors = {name[len(TASK_PREFIX):] if name.startswith(TASK_PREFIX) else name: value for name, value in tensors.items()}
+        tensors = {name[len(TASK_PREFIX):] if name.startswith(TASK_PREFIX) else name: value
+                   for name, value in tensors.items()}
     classifier = "classifier.weight" in tensors
     if classifier and not prefixed:
         raise core.HfCheckpointError(f"{source}: classifier tensors without the '{TASK_PREFIX}' encoder prefix")
@@ -133,7 +137,8 @@ def dump(params: Mapping[str, Any], config: BertConfig) -> tuple[transformers.Be
     """
     if "bert" not in params:
         raise core.HfCheckpointError(
-            f"expected BERT params with a 'bert' subtree (BertModel or CrossEncoder layout), got keys {sorted(params)}; "
+            "expected BERT params with a 'bert' subtree (BertModel or CrossEncoder layout), "
+            f"got keys {sorted(params)}; "
             "for BiEncoder params use models.heads.bert_params_from_bi_encoder(params, tower) first"
         )
     classifier = "classifier" in params

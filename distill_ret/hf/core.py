@@ -71,7 +71,8 @@ def expand(table: Iterable[Mapping], counts: MappingType[str, int]) -> list[Mapp
                 raise KeyError(f"table entry {mapping.flax!r} uses placeholder {{{name}}} with no count given")
             combos = [dict(c, **{name: k}) for c in combos for k in range(counts[name])]
         for combo in combos:
-            expanded.append(dataclasses.replace(mapping, flax=mapping.flax.format(**combo), hf=mapping.hf.format(**combo)))
+            expanded.append(dataclasses.replace(mapping, flax=mapping.flax.format(**combo),
+                                                hf=mapping.hf.format(**combo)))
     return expanded
 
 
@@ -100,7 +101,8 @@ def unflatten_params(flat: MappingType[str, Array]) -> dict[str, Any]:
 
 
 def hf_to_params(
-    tensors: MappingType[str, Array], table: Sequence[Mapping], *, ignore: Sequence[str] = (), source: str = "checkpoint"
+    tensors: MappingType[str, Array], table: Sequence[Mapping], *, ignore: Sequence[str] = (),
+    source: str = "checkpoint"
 ) -> dict[str, Any]:
     """HF tensors -> our nested params. Every table entry must be present; unused tensors must match `ignore`.
 
@@ -115,7 +117,8 @@ def hf_to_params(
         value = np.asarray(mapping.to_flax(np.asarray(tensors[mapping.hf], dtype=np.float32)))
         if mapping.flax in flat:
             if flat[mapping.flax].shape != value.shape or not np.array_equal(flat[mapping.flax], value):
-                raise HfCheckpointError(f"{source}: tied tensor {mapping.hf} differs from the others mapped to {mapping.flax}")
+                raise HfCheckpointError(f"{source}: tied tensor {mapping.hf} differs from the others "
+                                        f"mapped to {mapping.flax}")
             continue
         flat[mapping.flax] = value
     used = {m.hf for m in table}

@@ -49,13 +49,15 @@ def table(config: T5Config) -> list[Mapping]:
     enc, dec = "encoder/layers_{i}", "decoder/layers_{j}"
     entries = [
         Mapping(EMBEDDING, SHARED),
-        Mapping("encoder/relpos_bias/rel_embedding", "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+        Mapping("encoder/relpos_bias/rel_embedding",
+                "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
         Mapping("encoder/encoder_norm/scale", "encoder.final_layer_norm.weight"),
         Mapping(f"{enc}/pre_attention_layer_norm/scale", "encoder.block.{i}.layer.0.layer_norm.weight"),
         *_attention(f"{enc}/attention", "encoder.block.{i}.layer.0.SelfAttention"),
         Mapping(f"{enc}/pre_mlp_layer_norm/scale", "encoder.block.{i}.layer.1.layer_norm.weight"),
         *_mlp(f"{enc}/mlp", "encoder.block.{i}.layer.1", config),
-        Mapping("decoder/relpos_bias/rel_embedding", "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+        Mapping("decoder/relpos_bias/rel_embedding",
+                "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
         Mapping("decoder/decoder_norm/scale", "decoder.final_layer_norm.weight"),
         Mapping(f"{dec}/pre_self_attention_layer_norm/scale", "decoder.block.{j}.layer.0.layer_norm.weight"),
         *_attention(f"{dec}/self_attention", "decoder.block.{j}.layer.0.SelfAttention"),

@@ -109,7 +109,9 @@ class BertEmbeddings(nn.Module):
         positions = embed(config.max_position_embeddings, embedding_axes=(None, "embed"), name="position_embeddings")(
             jnp.arange(length)[None, :]
         )  # [1, len, hidden]
-        types = embed(config.type_vocab_size, embedding_axes=(None, "embed"), name="token_type_embeddings")(token_type_ids)
+        types = embed(config.type_vocab_size, embedding_axes=(None, "embed"), name="token_type_embeddings")(
+            token_type_ids
+        )
         hidden = layers.LayerNorm(config.layer_norm_eps, dtype, name="layer_norm")(words + positions + types)
         return nn.Dropout(config.hidden_dropout_prob)(hidden, deterministic=deterministic)  # [batch, len, hidden]
 
@@ -135,7 +137,8 @@ class BertLayer(nn.Module):
         self.activation = ACTIVATIONS[config.hidden_act]
 
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
-        """inputs_q [batch, q_len, hidden], inputs_kv [batch, len, hidden], mask [batch, 1, q_len|1, len] -> [batch, q_len, hidden]."""
+        """inputs_q [batch, q_len, hidden], inputs_kv [batch, len, hidden], mask [batch, 1, q_len|1, len]
+        -> [batch, q_len, hidden]."""
         attended = self.attention(inputs_q, inputs_kv, mask=mask, deterministic=deterministic)
         hidden = self.attention_norm(inputs_q + self.dropout(attended, deterministic=deterministic))
         mlp = self.output(self.activation(self.intermediate(hidden)))  # [batch, q_len, hidden]

@@ -120,7 +120,9 @@ class CrossEncoder(nn.Module):
         dtype = layers.dtype_from_name(config.dtype)
         output = Bert(config, name="bert")(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
         pooled = jnp.tanh(
-            layers.Dense(config.hidden_size, ("embed", "mlp"), dtype=dtype, name="pooler")(output.last_hidden_state[:, 0])
+            layers.Dense(config.hidden_size, ("embed", "mlp"), dtype=dtype, name="pooler")(
+                output.last_hidden_state[:, 0]
+            )
         )  # [batch, hidden]
         pooled = nn.Dropout(config.hidden_dropout_prob)(pooled, deterministic=deterministic)
         scores = layers.Dense(self.num_labels, ("mlp", None), dtype=dtype, name="classifier")(pooled)
@@ -134,7 +136,8 @@ def bi_encoder_params(bert_params: Mapping[str, Any], tied: bool = True) -> dict
     if tied:
         return {"encoder": bert_params["bert"]}
     # Separate buffers per tower, so that donating the train state never aliases the two.
-    return {tower: jax.tree_util.tree_map(jnp.array, bert_params["bert"]) for tower in ("query_encoder", "document_encoder")}
+    return {tower: jax.tree_util.tree_map(jnp.array, bert_params["bert"])
+            for tower in ("query_encoder", "document_encoder")}
 
 
 def bert_params_from_bi_encoder(params: Mapping[str, Any], tower: str = "document") -> dict[str, Any]:

@@ -87,8 +87,10 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (features,), jnp.float32)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (features,), jnp.float32)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (features,),
+                           jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (features,),
+                          jnp.float32)
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
@@ -104,7 +106,8 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],), jnp.float32)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],),
+                           jnp.float32)
         x32 = x.astype(jnp.float32)
         variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
         return (x32 * jax.lax.rsqrt(variance + self.epsilon) * scale).astype(self.dtype)
@@ -168,9 +171,10 @@ class MultiHeadAttention(nn.Module):
     # T5 initialises the query projection at a smaller scale (it does not scale the logits); None = kernel_init.
     query_kernel_init: Initializer | None = None
 
-    def _projection(self, features: int, axes: tuple[str, str], name: str, kernel_init: Initializer | None = None) -> Dense:
-        return Dense(features, axes, use_bias=self.use_bias, dtype=self.dtype, kernel_init=kernel_init or self.kernel_init,
-                     name=name)
+    def _projection(self, features: int, axes: tuple[str, str], name: str,
+                    kernel_init: Initializer | None = None) -> Dense:
+        return Dense(features, axes, use_bias=self.use_bias, dtype=self.dtype,
+                     kernel_init=kernel_init or self.kernel_init, name=name)
 
     @nn.compact
     def __call__(

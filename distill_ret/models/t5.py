@@ -59,7 +59,8 @@ class T5Config:
     def from_hf(cls, hf_config: transformers.T5Config, **overrides) -> "T5Config":
         """transformers.T5Config -> T5Config; `overrides` replace fields (e.g. dtype='bfloat16', dropout_rate=0.0)."""
         if getattr(hf_config, "is_decoder", False):
-            raise ValueError("T5 config has is_decoder=True (a decoder-only T5 stack); only encoder-decoder T5 is supported")
+            raise ValueError("T5 config has is_decoder=True (a decoder-only T5 stack); "
+                             "only encoder-decoder T5 is supported")
         if hf_config.feed_forward_proj not in FEED_FORWARD_PROJ:
             raise ValueError(
                 f"T5 config feed_forward_proj={hf_config.feed_forward_proj!r} is not supported; expected one of "
@@ -346,7 +347,8 @@ def init_cache(config: T5Config, batch_size: int, max_decode_length: int) -> Any
 
 
 def map_cache(fn: Callable[[jax.Array], jax.Array], cache: Any) -> Any:
-    """Applies `fn` to every batch-leading cache leaf (keys, values), leaving the scalar `cache_index` leaves as they are."""
+    """Applies `fn` to every batch-leading cache leaf (keys, values), leaving the scalar `cache_index` leaves
+    as they are."""
 
     def apply(path, leaf):
         name = getattr(path[-1], "key", None)

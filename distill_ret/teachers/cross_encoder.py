@@ -35,7 +35,8 @@ HEAD = "cross_encoder"  # the model record's head of a cross-encoder run
 
 
 def cross_encoder_scores(params: Any, config: BertConfig, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Frozen teacher scores of a padded pair batch: {input_ids, attention_mask, token_type_ids} [batch, len] -> [batch].
+    """Frozen teacher scores of a padded pair batch:
+    {input_ids, attention_mask, token_type_ids} [batch, len] -> [batch].
 
     The parameters pass through stop_gradient, so a loss that uses these scores never differentiates the teacher.
     """

@@ -99,7 +99,8 @@ class TrainingGroups:
         if not self.examples:
             raise ConfigError(f"the {split!r} qrels have no pair with gain >= {min_positive_gain}")
         if rounds < 1 or num_negatives < 1:
-            raise ConfigError(f"data.negative_rounds and data.num_negatives must be >= 1, got {rounds}, {num_negatives}")
+            raise ConfigError("data.negative_rounds and data.num_negatives must be >= 1, "
+                              f"got {rounds}, {num_negatives}")
         self._dataset, self._judged, self._candidates = dataset, judged, candidates
         self._doc_ids = list(dataset.corpus)
         self._tokenizer, self._num_negatives, self._max_length = tokenizer, num_negatives, max_length

@@ -58,7 +58,8 @@ def document_requests(query_id: str, query: str, doc_id: str, text: str, segment
     the FGD loss masks them with `passage_mask` / `sentence_mask`.
     """
     return [
-        PieceRequest(query_id, query, doc_id, "passage", tuple(text[start:end] for start, end in segmented.passage_chars)),
+        PieceRequest(query_id, query, doc_id, "passage",
+                     tuple(text[start:end] for start, end in segmented.passage_chars)),
         PieceRequest(query_id, query, doc_id, "sentence",
                      tuple(text[start:end] for start, end in segmented.sentence_chars)),
     ]
@@ -128,7 +129,8 @@ class PieceScores:
         """[num_pieces] float32 scores of the document's pieces at this granularity."""
         key = (query_id, doc_id, granularity)
         if key not in self._slices:
-            raise KeyError(f"{self._source}: no piece scores for query {query_id!r}, document {doc_id!r}, {granularity}")
+            raise KeyError(f"{self._source}: no piece scores for query {query_id!r}, "
+                           f"document {doc_id!r}, {granularity}")
         return self._scores[self._slices[key]]
 
     def score(self, query_id: str, doc_id: str, granularity: str, piece_index: int) -> float:
@@ -199,7 +201,8 @@ def compute(teacher: Teacher, requests: Sequence[PieceRequest]) -> PieceScores:
 
 
 def build_or_load(path: str | os.PathLike, teacher: Teacher, requests: Sequence[PieceRequest]) -> PieceScores:
-    """Loads the cache at `path` if it was built from exactly these inputs (else refuses); builds and saves it if absent."""
+    """Loads the cache at `path` if it was built from exactly these inputs (else refuses);
+    builds and saves it if absent."""
     expected = fingerprint(teacher, requests)
     if os.path.exists(path):
         return load(path, expected)

@@ -40,7 +40,8 @@ class RunFileTeacher(Teacher):
 
     def _score(self, query: TeacherQuery) -> np.ndarray:
         if query.query_id not in self._run or not self._run[query.query_id]:
-            raise formats.FormatError(self._source, None, f"the teacher run ranks no document for query {query.query_id!r}")
+            raise formats.FormatError(self._source, None,
+                                      f"the teacher run ranks no document for query {query.query_id!r}")
         ranked = self._run[query.query_id]
         missing = min(ranked.values()) - MISSING_SCORE_GAP
         # [num_candidates]

@@ -42,7 +42,8 @@ Rules = Sequence[tuple[str, Any]]
 
 
 def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, int, int]:
-    """Resolves {'data': d, 'fsdp': f, 'model': m} (at most one -1 = 'the rest') into sizes whose product is num_devices."""
+    """Resolves {'data': d, 'fsdp': f, 'model': m} (at most one -1 = 'the rest') into sizes whose product is
+    num_devices."""
     shape = [int(sizes[name]) for name in MESH_AXES]
     free = [i for i, size in enumerate(shape) if size == -1]
     if len(free) > 1 or any(size == 0 or size < -1 for size in shape):
@@ -53,7 +54,8 @@ def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, int, int]:
             raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))} do not divide the {num_devices} devices")
         shape[free[0]] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, {num_devices} are available")
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                         f"{num_devices} are available")
     return tuple(shape)
 
 

@@ -151,7 +151,8 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     return transforms[0] if len(transforms) == 1 else optax.chain(*transforms)
 
 
-def _boxed_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+def _boxed_state(init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
+                 rng: jax.Array) -> TrainState:
     """The initial state with the parameters (and therefore the Adam moments) still boxed with logical axes."""
     params = init_params(rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(nn.unbox(params)), rng=rng)

@@ -139,7 +139,8 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             if first is not None:
                 non_empty[name] = self._generate_examples(itertools.chain([first], examples))
         if not non_empty:
-            raise FormatError(self.builder_config.raw_dir, None, f"nothing to build for part {self.builder_config.part!r}")
+            raise FormatError(self.builder_config.raw_dir, None,
+                              f"nothing to build for part {self.builder_config.part!r}")
         return non_empty
 
     def _generate_examples(self, examples: Iterator[tuple[int, dict]]):

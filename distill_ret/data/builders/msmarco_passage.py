@@ -41,6 +41,7 @@ class MsmarcoPassage(common.ArrayRecordBuilder):
 
 def configs(raw_dir: str, *, name: str = "") -> dict[str, common.PartConfig]:
     """The two part configs; `name` defaults to the raw directory's name and the fingerprint of its files."""
-    fingerprint = common.inputs_fingerprint("msmarco_passage", {}, raw_dir, common.matching_files(raw_dir, INPUT_PATTERN))
+    fingerprint = common.inputs_fingerprint("msmarco_passage", {}, raw_dir,
+                                            common.matching_files(raw_dir, INPUT_PATTERN))
     base = common.variant_name([common.readable_name(raw_dir)], fingerprint, name)
     return common.part_configs(common.PartConfig, base, fingerprint, raw_dir=str(raw_dir))
