@@ -63,8 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=8 if tiny else 2, num_steps=4 if tiny else 600, learning_rate=1e-3 if tiny else 5e-5,
         warmup_steps=0 if tiny else 40, log_every=1 if tiny else 10,
     )
-    # "subtree=factor,...": lr factors (fresh head)
-    config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"
+    config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"  # "subtree=factor,...": fresh head lr
 
     config.mesh = common.mesh("data_parallel")
     config.checkpoint = common.checkpoint(
