@@ -149,6 +149,8 @@ IN_PROCESS_CASES = [
     case("retrieve-unknown-measure", *RETRIEVE, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
     case("retrieve-fgd-zero-depth", "retrieve", *MINE[1:], "--config.retrieve.depth=0",
          message="config.retrieve.depth=0: must be an integer >= 1"),
+    case("retrieve-fgd-nan-gamma", "retrieve", *MINE[1:], "--config.retrieve.gamma=nan",
+         message="config.retrieve.gamma=nan: must be a finite number >= 0 (0 = single-vector)"),
     # mine
     case("mine-no-student", *MINE, "--config.model.init_from=", message="config.model.init_from"),
     case("mine-zero-passage-pool", *MINE, "--config.mine.passage_pool=0", message="config.mine.passage_pool=0"),
@@ -160,6 +162,10 @@ IN_PROCESS_CASES = [
          message="config.fgd.teacher_temperature=-1.0: must be a finite number >= 0 (0 = τ)"),
     case("train-fgd-distill-visible-only-not-a-bool", "train", *MINE[1:], "--config.fgd.distill_visible_only=3",
          message="flag --config.fgd.distill_visible_only=3: ('Non-boolean argument to boolean flag', '3')"),
+    case("train-cross-encoder-nan-guide-temperature", "train", "--config={C}/cross_encoder.py:tiny",
+         "--workdir={S}/work", "--config.data.beir_dir={S}/beir", "--config.guide.kind=dense",
+         "--config.guide.temperature=nan",
+         message="config.guide.temperature=nan: must be a finite number > 0.0"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
     case("candidates-pseudo-bounds", *CANDIDATES, "--config.candidates.pseudo.max_words=2",

@@ -3,6 +3,7 @@ evaluation and checkpoint reload, and a distillation run whose checkpoint holds 
 import hashlib
 import json
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -243,14 +244,51 @@ def test_a_guide_scores_every_group_in_model_order_and_joins_the_loss(fixture_di
     assert np.mean(kls[-3:]) < 0.5 * kls[0], kls
 
 
-def test_a_guide_with_a_bad_weight_or_missing_path_is_refused(fixture_dirs, tmp_path):
+@pytest.mark.parametrize("field,value,message", [
+    ("weight", 1.5, r"config.guide.weight=1.5: must be in \(0, 1\]"),
+    ("weight", 0.0, "config.guide.weight=0.0: must be a finite number > 0.0 \\(at most 1\\)"),
+    ("weight", float("nan"), "config.guide.weight=nan: must be a finite number > 0.0"),
+    ("temperature", 0.0, "config.guide.temperature=0.0: must be a finite number > 0.0"),
+    ("temperature", float("inf"), "config.guide.temperature=inf: must be a finite number > 0.0"),
+    ("temperature", float("nan"), "config.guide.temperature=nan: must be a finite number > 0.0"),
+])
+def test_a_guide_weight_or_temperature_out_of_range_is_refused_before_any_file_is_read(fixture_dirs, tmp_path,
+                                                                                        field, value, message):
+    from distill_ret.errors import ConfigError
+
+    config = tiny_config(fixture_dirs)
+    config.guide.kind, config.guide.path = "run_file", str(tmp_path / "missing.trec")
+    config.data.beir_dir = str(tmp_path / "absent")  # the check comes before the data is read
+    config.guide[field] = value
+    with pytest.raises(ConfigError, match=message):
+        cross_encoder_task.build_task(config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("max_length", 4, "config.data.max_length=4: must be an integer >= 5 ([CLS] query [SEP] text [SEP])"),
+    ("num_negatives", 0, "config.data.num_negatives=0: must be an integer >= 1"),
+    ("negative_depth", 0, "config.data.negative_depth=0: must be an integer >= 1"),
+    ("negative_rounds", 0, "config.data.negative_rounds=0: must be an integer >= 1"),
+    ("seed", -1, "config.data.seed=-1: must be an integer >= 0"),
+    ("min_positive_gain", 0,
+     "config.data.min_positive_gain=0: must be an integer >= 1 (a gain of 0 is judged not relevant)"),
+])
+def test_a_data_field_out_of_range_is_refused_before_any_file_is_read(fixture_dirs, tmp_path, field, value, message):
+    from distill_ret.errors import ConfigError
+
+    config = tiny_config(fixture_dirs)
+    config.data.beir_dir = str(tmp_path / "absent")
+    config.data[field] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cross_encoder_task.build_task(config)
+
+
+def test_a_guide_with_a_missing_path_or_title_queries_is_refused(fixture_dirs, tmp_path):
     from distill_ret.errors import ConfigError
 
     _, path = _guide_run(tmp_path, fixture_dirs)
     config = tiny_config(fixture_dirs)
-    config.guide.kind, config.guide.path, config.guide.weight = "run_file", str(path), 1.5
-    with pytest.raises(ConfigError, match="guide.weight must be in"):
-        cross_encoder_task.build_task(config)
+    config.guide.kind, config.guide.path, config.guide.weight = "run_file", str(path), 0.5
     config.guide.weight, config.guide.path = 0.5, str(tmp_path / "missing.trec")
     with pytest.raises(ConfigError, match="config.guide.path="):
         cross_encoder_task.build_task(config)

@@ -1,8 +1,14 @@
 """FGD retrieval: single-vector runs are exact inner products; multi-vector adds γ·(max passage + max sentence) over the
 valid pieces only, which can reorder documents, the same on 8 devices as on 1 and in chunks of any size."""
-import jax
-import numpy as np
+import re
+import types
 
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from distill_ret.errors import ConfigError
 from distill_ret.fgd import mining, retrieval
 from distill_ret.training import partitioning
 
@@ -70,3 +76,18 @@ def test_multi_vector_run_on_8_devices_equals_1_device_and_a_brute_force(monkeyp
             np.testing.assert_allclose([run[qid][d] for d in top], [expected[d] for d in top], rtol=1e-5, atol=1e-6)
         for run in runs[1:]:
             np.testing.assert_allclose(list(run[qid].values()), list(runs[0][qid].values()), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma,message", [
+    (-0.5, "config.evals.dev.gamma=-0.5: must be a finite number >= 0 (0 = single-vector)"),
+    (float("inf"), "config.evals.dev.gamma=inf: must be a finite number >= 0"),
+    (float("nan"), "config.evals.dev.gamma=nan: must be a finite number >= 0"),
+    ("0.4", "config.evals.dev.gamma='0.4': must be a finite number >= 0"),
+])
+def test_the_dense_evaluator_refuses_a_gamma_that_is_not_a_finite_number_at_least_zero(gamma, message):
+    section = ml_collections.ConfigDict({"kind": "fgd_dense", "every": 1, "split": "dev", "depth": 10, "gamma": gamma,
+                                         "measures": "MRR@10", "relevance_level": 1, "batch_size": 4})
+    inputs_ = types.SimpleNamespace(documents=types.SimpleNamespace(dataset=types.SimpleNamespace(
+        qrels={"dev": {"q1": {"a": 1}}})))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        retrieval.build_dense_evaluator("dev", section, inputs_, mesh=None)

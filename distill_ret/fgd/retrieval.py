@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_ret import evaluation, index
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, section_number
 from distill_ret.fgd import inputs, mining, objective
 from distill_ret.models import heads
 from distill_ret.training import evaluators
@@ -119,11 +119,9 @@ def build_dense_evaluator(name: str, section: Any, inputs_: DenseEvalInputs, mes
     split = section.get("split")
     if split not in inputs_.documents.dataset.qrels:
         raise ConfigError(f"{prefix}.split={split!r} has no qrels; splits: {sorted(inputs_.documents.dataset.qrels)}")
-    gamma = section.get("gamma")
-    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma < 0:
-        raise ConfigError(f"{prefix}.gamma={gamma!r}: must be a number >= 0")
+    gamma = section_number(section, prefix, "gamma", 0, hint="0 = single-vector")
     measures = evaluation.measures_from_config(section, prefix)
-    evaluation_ = DenseEvaluation(inputs_, split, evaluators.positive_field(name, section, "depth"), float(gamma),
+    evaluation_ = DenseEvaluation(inputs_, split, evaluators.positive_field(name, section, "depth"), gamma,
                                   measures, section.relevance_level,
                                   evaluators.positive_field(name, section, "batch_size"))
     return evaluators.Evaluator(name=name, every=evaluators.check_every(name, section), measures=measures,

@@ -18,7 +18,7 @@ import jax
 
 from distill_ret import evaluation, index
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError, number_field, section_integer
+from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.fgd import inputs, mine, mining, retrieval, spans
 
 
@@ -27,7 +27,7 @@ def check_config(config: Any) -> tuple[str, ...]:
     section = config.retrieve
     section_integer(section, "config.retrieve", "depth", 1)
     section_integer(section, "config.retrieve", "batch_size", 1)
-    number_field(section.gamma, "config.retrieve.gamma", 0)
+    section_number(section, "config.retrieve", "gamma", 0, hint="0 = single-vector")
     if not isinstance(section.split, str):
         raise ConfigError(f"config.retrieve.split={section.split!r}: must be a split name or \"\" (every query)")
     evaluation.output_name(section.name, "retrieve", field="config.retrieve.name")

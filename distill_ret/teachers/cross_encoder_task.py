@@ -40,7 +40,7 @@ import numpy as np
 
 from distill_ret import bm25, evaluation, losses
 from distill_ret.data import formats
-from distill_ret.errors import ConfigError
+from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.heads import CrossEncoder
@@ -98,9 +98,6 @@ class TrainingGroups:
         self._title_candidates = title_candidates or {}
         if not self.examples:
             raise ConfigError(f"the {split!r} qrels have no pair with gain >= {min_positive_gain}")
-        if rounds < 1 or num_negatives < 1:
-            raise ConfigError("data.negative_rounds and data.num_negatives must be >= 1, "
-                              f"got {rounds}, {num_negatives}")
         self._dataset, self._judged, self._candidates = dataset, judged, candidates
         self._doc_ids = list(dataset.corpus)
         self._tokenizer, self._num_negatives, self._max_length = tokenizer, num_negatives, max_length
@@ -268,9 +265,32 @@ def title_query_candidates(dataset: formats.BeirDataset, index: bm25.Bm25Index, 
     return {doc_id: list(docs) for doc_id, docs in index.search(titles, data.negative_depth).items()}
 
 
+def check_config(config: Any) -> None:
+    """The `config.data` numbers and, when a guide is set, the `config.guide` fields the loss reads (its teacher
+    fields: teachers.loader), before any file is read."""
+    data = config.data
+    section_integer(data, "config.data", "max_length", 5, hint="[CLS] query [SEP] text [SEP]")
+    section_integer(data, "config.data", "num_negatives", 1)
+    section_integer(data, "config.data", "negative_depth", 1)
+    section_integer(data, "config.data", "negative_rounds", 1)
+    section_integer(data, "config.data", "seed", 0)
+    section_integer(data, "config.data", "min_positive_gain", 1, hint="a gain of 0 is judged not relevant")
+    guide = config.guide
+    if not guide.kind:
+        return
+    weight = section_number(guide, "config.guide", "weight", 0.0, exclusive=True, hint="at most 1")
+    if weight > 1.0:
+        raise ConfigError(f"config.guide.weight={guide.weight!r}: must be in (0, 1] (the guide's share of the loss)")
+    section_number(guide, "config.guide", "temperature", 0.0, exclusive=True)
+    if guide.kind == "run_file" and data.title_queries:
+        raise ConfigError("a run_file guide ranks only the run's queries, not title pseudo-queries: set "
+                          "config.data.title_queries=False or use a dense or cross_encoder guide")
+
+
 def build_task(config: Any) -> Task:
     """The cross-encoder Task from a configs/cross_encoder.py config."""
     data = config.data
+    check_config(config)
     if not data.beir_dir:
         raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
     dataset = formats.read_beir(data.beir_dir)
@@ -295,12 +315,6 @@ def build_task(config: Any) -> Task:
 
     guide = config.guide
     if guide.kind:
-        if not 0.0 < guide.weight <= 1.0 or guide.temperature <= 0.0:
-            raise ConfigError(f"config.guide.weight must be in (0, 1] and config.guide.temperature > 0, got "
-                              f"{guide.weight} and {guide.temperature}")
-        if guide.kind == "run_file" and data.title_queries:
-            raise ConfigError("a run_file guide ranks only the run's queries, not title pseudo-queries: set "
-                              "config.data.title_queries=False or use a dense or cross_encoder guide")
         source = GuidedGroups(source, load_teacher(guide, name="guide"))
 
     def random_init(rng: jax.Array) -> Any:

@@ -215,8 +215,7 @@ def check_config(config: Any) -> None:
     for field in ("adam_b1", "adam_b2"):
         if not 0.0 <= section_number(train, "config.train", field, 0.0) < 1.0:
             raise ConfigError(f"config.train.{field}={train[field]!r}: must be in [0, 1)")
-    if section_number(train, "config.train", "adam_eps", 0.0) <= 0.0:
-        raise ConfigError(f"config.train.adam_eps={train.adam_eps!r}: must be > 0")
+    section_number(train, "config.train", "adam_eps", 0.0, exclusive=True)
     if train.decay not in ("linear", "cosine", "constant"):
         raise ConfigError(f"config.train.decay={train.decay!r}: expected 'linear', 'cosine' or 'constant'")
     section_integer(config.checkpoint, "config.checkpoint", "every", 1)
