@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.max_position_embeddings = 128  # random init only: position table size
 
     config.guide = ml_collections.ConfigDict()  # optional frozen teacher distilled into the groups
-    config.guide.kind = "" if tiny else "dense"  # "" = none | dense | run_file | cross_encoder (teachers.loader)
+    config.guide.kind = "" if tiny else "dense"  # "" = none | dense | run_file | cross_encoder | bm25 (teachers.loader)
     config.guide.path = "" if tiny else common.minilm_dir()  # HF BERT dir, TREC run, or cross_encoder run / HF dir
     config.guide.weight = 0.8  # loss = (1 - weight) * hard-label cross-entropy + weight * KL(guide || model)
     config.guide.temperature = 0.05  # guide distribution = softmax(guide score / temperature); 0.05 suits cosines

@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fgd.representation = "global"  # global (eq. 7) | fg_pooling | all_pooling | separate
 
     config.teacher = ml_collections.ConfigDict()
-    config.teacher.kind = "dense" if pydocs else "cross_encoder"  # teachers.loader kind: cross_encoder|dense|run_file
+    config.teacher.kind = "dense" if pydocs else "cross_encoder"  # cross_encoder|dense|run_file|bm25
     config.teacher.path = ("" if tiny else common.minilm_dir() if pydocs
                            else str(common.REPO_ROOT / "workdirs" / "cross_encoder"))  # teacher location
     config.teacher.cache_path = ""  # piece-score cache (.npz, fingerprinted); "" = score in memory

@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rerank.name = ""  # output name: <workdir>/<name>.trec; "" = rerank-<teacher.kind>-<split>
 
     config.teacher = ml_collections.ConfigDict()
-    config.teacher.kind = "cross_encoder"  # cross_encoder | dense | run_file
+    config.teacher.kind = "cross_encoder"  # cross_encoder | dense | run_file | bm25
     config.teacher.path = ""  # train workdir or HF directory (cross_encoder), HF directory (dense), TREC run (run_file)
     config.teacher.max_length = 0  # tokens per pair / text; 0 = the checkpoint's training length (256 for HF dirs)
     config.teacher.batch_size = 32  # pairs (or texts) per scoring batch, rounded up to a multiple of the devices

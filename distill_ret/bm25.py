@@ -1,16 +1,21 @@
-"""BM25 through bm25s: an index over a corpus (title + text) that returns run dicts, and the `bm25` mode.
+"""BM25 through bm25s: an index over a corpus (title + text) that returns run dicts, a scorer of any text with a
+corpus's statistics (the lexical teacher), and the `bm25` mode.
 
 `Bm25Index.build(corpus).search(queries, k)` is the first-stage retriever that later parts use for candidates
 and hard negatives. Tokenisation: lower-cased `\\w\\w+` tokens, English stop words removed, no stemming unless a
 PyStemmer language is named. Documents that share no term with a query are not returned (a run may hold fewer
 than k documents for a query, and none for a query whose terms are all unknown or stop words).
 """
+import collections
 import dataclasses
+import hashlib
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import bm25s
 import ml_collections
+import numpy as np
 import Stemmer
 from bm25s.tokenization import Tokenizer
 
@@ -107,12 +112,95 @@ class Bm25Index:
         return run
 
 
-def params_from_config(section: ml_collections.ConfigDict) -> Bm25Params:
-    """Bm25Params from a config's `bm25` section (checked: ConfigError naming the field)."""
-    return Bm25Params(
-        k1=section.k1, b=section.b, delta=section.delta, method=section.method, stopwords=section.stopwords,
-        stemmer=section.stemmer,
-    )
+def _idf(method: str, df: np.ndarray, n: int) -> np.ndarray:
+    """[terms] inverse document frequency of each variant (Kamphuis et al., ECIR 2020, as bm25s computes it)."""
+    if method == "robertson":
+        return np.log(np.maximum((n - df + 0.5) / (df + 0.5), 1.0))
+    if method == "lucene":
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+    if method == "atire":
+        return np.log(n / df)
+    if method == "bm25l":
+        return np.log((n + 1) / (df + 0.5))
+    return np.log((n + 1) / df)  # bm25+
+
+
+def _term_frequency_component(params: Bm25Params, tf: np.ndarray, length: np.ndarray, average: float) -> np.ndarray:
+    """[...] the saturated term frequency of each variant; tf and length broadcast (a tf of 0 scores 0 except
+    for bm25l and bm25+, whose delta lower-bounds every query term)."""
+    k1, b, delta = params.k1, params.b, params.delta
+    norm = 1.0 - b + b * length / average
+    if params.method in ("robertson", "lucene"):
+        return tf / (k1 * norm + tf)
+    if params.method == "atire":
+        return tf * (k1 + 1.0) / (tf + k1 * norm)
+    if params.method == "bm25l":
+        c = tf / norm
+        return (k1 + 1.0) * (c + delta) / (k1 + c + delta)
+    return (k1 + 1.0) * tf / (k1 * norm + tf) + delta  # bm25+
+
+
+class Bm25Scorer:
+    """BM25 of any text against a query with a fixed corpus's statistics (document frequencies, document count,
+    average length): the score `Bm25Index` would give the text were it a document of that corpus. Query terms the
+    corpus never uses score nothing; a repeated query term counts each time, as in bm25s."""
+
+    def __init__(self, params: Bm25Params, document_frequency: dict[str, int], num_documents: int,
+                 average_length: float):
+        self.params = params
+        self.document_frequency = document_frequency
+        self.num_documents = num_documents
+        self.average_length = average_length
+
+    @classmethod
+    def build(cls, corpus: Mapping[str, formats.Document], params: Bm25Params = Bm25Params()) -> "Bm25Scorer":
+        if not corpus:
+            raise ValueError("cannot take BM25 statistics of an empty corpus")
+        documents = _split(params, [document_text(document) for document in corpus.values()])
+        frequency = collections.Counter(term for terms in documents for term in set(terms))
+        return cls(params, dict(frequency), len(documents), sum(map(len, documents)) / len(documents))
+
+    def digest(self) -> str:
+        """sha256 of the statistics and settings: what makes two scorers agree on every score."""
+        record = [dataclasses.asdict(self.params), self.num_documents, repr(self.average_length),
+                  sorted(self.document_frequency.items())]
+        return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode()).hexdigest()
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """[texts] float64 BM25 scores of each text for the query."""
+        known = [term for term in _split(self.params, [query])[0] if term in self.document_frequency]
+        scores = np.zeros(len(texts), np.float64)
+        if not known or not texts:
+            return scores
+        terms = sorted(set(known))
+        weight = np.array([known.count(term) for term in terms], np.float64)  # [terms] occurrences in the query
+        idf = _idf(self.params.method, np.array([self.document_frequency[t] for t in terms], np.float64),
+                   self.num_documents)  # [terms]
+        split = _split(self.params, list(texts))
+        counts = [collections.Counter(words) for words in split]
+        tf = np.array([[count[term] for term in terms] for count in counts], np.float64)  # [texts, terms]
+        length = np.array([len(words) for words in split], np.float64)[:, None]  # [texts, 1]
+        tfc = _term_frequency_component(self.params, tf, length, self.average_length)  # [texts, terms]
+        return tfc @ (weight * idf)
+
+
+def _split(params: Bm25Params, texts: list[str]) -> list[list[str]]:
+    """Each text as its BM25 terms (the index's tokenisation, every term kept)."""
+    return _tokenizer(params).tokenize(texts, update_vocab=True, return_as="string", show_progress=False)
+
+
+def params_from_config(section: ml_collections.ConfigDict, path: str = "config.bm25") -> Bm25Params:
+    """Bm25Params from a config section of `common.bm25()` fields at dotted `path` (checked: ConfigError naming
+    the field)."""
+    try:
+        return Bm25Params(
+            k1=section.k1, b=section.b, delta=section.delta, method=section.method, stopwords=section.stopwords,
+            stemmer=section.stemmer,
+        )
+    except ConfigError as error:
+        if path == "config.bm25":
+            raise
+        raise ConfigError(str(error).replace("config.bm25.", f"{path}.", 1)) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,6 +114,8 @@ IN_PROCESS_CASES = [
     case("rerank-missing-teacher", *RERANK, "--config.teacher.path={S}/absent", message="config.teacher.path="),
     case("rerank-corrupt-teacher-run", *RERANK, "--config.teacher.path={S}/bad.trec", message="bad.trec:2"),
     case("rerank-teacher-run-lacks-a-query", *RERANK, "--config.teacher.path={S}/partial.trec", message="partial.trec"),
+    case("rerank-bm25-teacher-without-corpus", *RERANK, "--config.teacher.kind=bm25",
+         message="config.teacher.path='{S}/run.trec': a bm25 teacher needs a BEIR directory (corpus.jsonl)"),
     case("rerank-negative-depth", *RERANK, "--config.rerank.depth=-1", message="config.rerank.depth=-1"),
     case("rerank-unknown-measure", *RERANK, "--config.eval.measures=FOO", message="unknown measure 'FOO'"),
     case("rerank-corrupt-hf-teacher", *RERANK, "--config.teacher.kind=cross_encoder",

@@ -103,7 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fgd.representation = "global"  # global-consistent granularity embeddings (eq. 7)
 
     config.teacher = ml_collections.ConfigDict()
-    config.teacher.kind = "cross_encoder"  # teachers.loader kind: cross_encoder | dense | run_file
+    config.teacher.kind = "cross_encoder"  # teachers.loader kind: cross_encoder | dense | run_file | bm25
     config.teacher.path = ""  # cross-encoder train workdir or HF BertForSequenceClassification dir (stage 2)
     config.teacher.cache_path = ""  # piece-score cache (.npz, fingerprinted); "" = score in memory
     config.teacher.max_length = 0  # tokens per (query, piece) pair; 0 = the checkpoint's training length

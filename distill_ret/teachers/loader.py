@@ -1,9 +1,10 @@
 """Builds a teacher from a config section (`kind`, `path` and scoring options), for every mode and task that uses one.
 
-The section's fields: kind (cross_encoder | dense | run_file), path (a `train` workdir whose checkpoints hold a
+The section's fields: kind (cross_encoder | dense | run_file | bm25), path (a `train` workdir whose checkpoints hold a
 cross-encoder, or a BertForSequenceClassification Hugging Face directory; a BERT Hugging Face directory; a TREC
-run), max_length (0 = the checkpoint's training length, 256 for Hugging Face directories), batch_size, bucket_step,
-pooling and normalize (dense only), show_progress.
+run; a BEIR directory whose corpus gives BM25's statistics), max_length (0 = the checkpoint's training length, 256
+for Hugging Face directories), batch_size, bucket_step, pooling and normalize (dense only), show_progress, and for
+bm25 an optional `bm25` subsection (the fields of `config.bm25`; bm25s defaults without it).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import ml_collections
 from distill_ret.errors import ConfigError
 from distill_ret.teachers.base import Teacher
 
-TEACHER_KINDS = ("cross_encoder", "dense", "run_file")
+TEACHER_KINDS = ("cross_encoder", "dense", "run_file", "bm25")
 
 
 def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> Teacher:
@@ -30,6 +31,15 @@ def load_teacher(section: ml_collections.ConfigDict, name: str = "teacher") -> T
         from distill_ret.teachers.run_file import RunFileTeacher
 
         return RunFileTeacher.from_file(path)
+    if kind == "bm25":
+        from distill_ret import bm25
+        from distill_ret.teachers.lexical import Bm25Teacher
+
+        if not os.path.isfile(os.path.join(path, "corpus.jsonl")):
+            raise ConfigError(f"config.{name}.path={path!r}: a bm25 teacher needs a BEIR directory (corpus.jsonl)")
+        params = (bm25.params_from_config(section.bm25, f"config.{name}.bm25") if "bm25" in section
+                  else bm25.Bm25Params())
+        return Bm25Teacher.from_beir(path, params)
     if kind == "dense":
         from distill_ret.teachers.dense import DenseTeacher
 
