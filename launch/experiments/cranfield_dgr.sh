@@ -27,7 +27,7 @@ case $DATASET in
   *) echo "$0: DATASET must be cranfield or pydocs, got '$DATASET'" >&2; exit 2 ;;
 esac
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_dgr}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS-"0 1 2"}  # set but empty: no seeded stage (the shared stages only)
 TEACHERS=${TEACHERS:-$DEFAULT_TEACHERS}
 CROSS_ENCODER=${CROSS_ENCODER:-workdirs/cross_encoder}
 DISTILL_RET=${DISTILL_RET:-distill-ret}

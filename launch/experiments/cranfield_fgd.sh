@@ -13,14 +13,14 @@
 # trainer returns; an interrupted run resumes from its last checkpoint), mine when the negatives file exists, a
 # retrieval / BM25 / rerank when its metrics file exists. One line per stage: ran or skipped, with seconds.
 #
-# Environment: SEEDS (default "0 1 2"), STAGE1_SEED (default 0), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
+# Environment: SEEDS (default "0 1 2"; SEEDS="" runs only the unseeded stages), STAGE1_SEED (default 0), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
 # repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
 # stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it).
 set -euo pipefail
 
 DATASET=${DATASET:-cranfield}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS-"0 1 2"}  # set but empty: no seeded stage (the shared stages only)
 STAGE1_SEED=${STAGE1_SEED:-0}
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd}
 CLI=${DISTILL_RET:-distill-ret}

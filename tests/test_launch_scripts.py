@@ -1,0 +1,34 @@
+"""The experiment scripts' stage lists (DRY=1 prints each stage instead of running it): every shared stage once, the
+seeded stages once per seed in SEEDS, none when SEEDS is set but empty."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = ["baselines/data", "baselines/bm25", "baselines/minilm", "baselines/teacher", "stage1", "mine",
+          "stage1/retrieve"]
+
+
+def _seeded(seed):
+    return [f"seed{seed}/{name}" for name in ("nokd", "nokd/retrieve", "dockd", "dockd/retrieve", "fgd",
+                                               "fgd/retrieve", "fgd_mv/retrieve")]
+
+
+def _stages(script, tmp_path, **environment):
+    env = {**os.environ, "DRY": "1", "ROOT": str(tmp_path / "root"),
+           "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **environment}
+    result = subprocess.run(["bash", str(REPO_ROOT / "launch" / "experiments" / script)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert not (tmp_path / "root").exists()  # a dry run writes nothing
+    return re.findall(r"^stage (\S+): (?:would run|skipped)", result.stdout, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("script", ["cranfield_fgd.sh", "pydocs_fgd.sh"])
+def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_path):
+    assert _stages(script, tmp_path) == SHARED + _seeded(0) + _seeded(1) + _seeded(2)
+    assert _stages(script, tmp_path, SEEDS="2") == SHARED + _seeded(2)
+    assert _stages(script, tmp_path, SEEDS="") == SHARED
