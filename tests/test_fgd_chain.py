@@ -239,3 +239,23 @@ def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir
     source = task.build_task(mixed).train_source
     assert source.pairs == pairs and source.distill == [pair in expected for pair in pairs]
     assert [bool(source[index]["distill"]) for index in range(len(source))] == source.distill
+
+
+def test_a_bm25_teacher_without_a_path_scores_whole_documents_with_the_tasks_corpus(beir_dir, tokenizer_dir,
+                                                                                     tmp_path):
+    from distill_ret import bm25
+
+    config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir, teacher__kind="bm25", teacher__path="",
+                     fgd__document_distillation=True, fgd__passage_distillation=False,
+                     fgd__sentence_distillation=False)
+    source = task.build_task(config).train_source
+    dataset = source.documents.dataset
+    corpus = {d: formats.Document(d, document.title, document.text) for d, document in dataset.documents.items()}
+    scorer = bm25.Bm25Scorer.build(corpus)
+    matched = 0
+    for index in range(len(source)):
+        qid, documents, _, _ = source.group(index)
+        expected = scorer.score(dataset.queries[qid], [bm25.document_text(corpus[d]) for d in documents])
+        np.testing.assert_allclose(source[index]["teacher_documents"][: len(documents)], expected, rtol=1e-6)
+        matched += int((expected > 0).sum())
+    assert matched > len(source)  # the queries share terms with their documents: real scores, not zeros

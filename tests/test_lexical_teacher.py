@@ -88,3 +88,10 @@ def test_the_teacher_refuses_a_path_without_a_corpus_and_names_its_bm25_fields(t
     path = _beir(tmp_path / "beir", CORPUS)
     with pytest.raises(ConfigError, match=r"config.guide.bm25.k1=-1.0: must be a finite number >= 0"):
         load_teacher(_section(path, k1=-1.0), name="guide")
+
+
+def test_an_empty_path_takes_the_jobs_corpus_and_is_refused_without_one(tmp_path):
+    path = _beir(tmp_path / "beir", CORPUS)
+    assert load_teacher(_section(""), corpus=CORPUS).fingerprint() == load_teacher(_section(path)).fingerprint()
+    with pytest.raises(ConfigError, match="config.teacher.path='': this mode has no corpus of its own"):
+        load_teacher(_section(""))

@@ -105,3 +105,20 @@ def test_metrics_record_the_data_label(tmp_path):
     rerank.run_from_config(config, str(tmp_path / "out"))
     saved = json.loads((tmp_path / "out" / "rerank-run_file-test.metrics.json").read_text())
     assert saved["data"] == "beir" and saved["qrels"] == f"{tmp_path / 'beir'} [test]"
+
+
+def test_a_bm25_teacher_of_the_jobs_corpus_reranks_bm25_into_the_same_scores(tmp_path):
+    from distill_ret import bm25
+
+    config = make_config(tmp_path, "bm25", "", depth=0)
+    dataset = formats.read_beir(config.data.beir_dir)
+    queries = {qid: dataset.queries[qid] for qid in ("q7", "q8")}
+    candidates = bm25.Bm25Index.build(dataset.corpus).search(queries, k=5)
+    formats.write_run(candidates, config.rerank.run_path, tag="bm25")
+    result = rerank.run_from_config(config, str(tmp_path / "out"))
+    run = formats.read_run(result["run"])
+    for query_id, scores in candidates.items():  # the job's corpus gives the statistics: BM25 scores again
+        assert list(run[query_id]) == list(scores)
+        np.testing.assert_allclose([run[query_id][d] for d in scores], list(scores.values()), rtol=1e-5)
+    metrics = json.loads((tmp_path / "out" / "rerank-bm25-test.metrics.json").read_text())
+    assert metrics["teacher"]["path"] == "" and metrics["teacher"]["fingerprint"]["kind"] == "bm25"

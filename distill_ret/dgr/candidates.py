@@ -8,9 +8,9 @@ Student: `candidates.student` (a dgr training workdir or a Hugging Face T5 direc
 (`config.identifiers`, as stage 1 built them). Its constrained beam search (`dgr.retrieve.Retriever`:
 `candidates.num_beams`, `length_penalty`, `aggregation`, `batch_size`, `max_query_length`) runs over the queries of
 `candidates.split` that have judged positives (gain >= `data.min_positive_gain`) and keeps each query's top
-`candidates.depth` passages. The teacher (`config.teacher`, `teachers.loader.load_teacher`: cross_encoder, dense or
-run_file) scores those passages together with the query's judged positives (so every positive has a teacher score
-and a place in the teacher's order, whether the student found it or not).
+`candidates.depth` passages. The teacher (`config.teacher`, `teachers.loader.load_teacher`: cross_encoder, dense,
+run_file or bm25) scores those passages together with the query's judged positives (so every positive has a teacher
+score and a place in the teacher's order, whether the student found it or not).
 
 Pseudo-queries (`candidates.pseudo`, drawn by `data/pseudo_queries.py`; off when `count` = 0): besides the split's
 queries, up to `pseudo.count` sentences drawn from passage texts (`min_words`..`max_words` words, starting at or
@@ -53,7 +53,7 @@ from distill_ret.errors import ConfigError, UserError, describe_differences, sec
 from distill_ret.hf import core
 from distill_ret.hf.identity import params_digest
 from distill_ret.teachers.base import TeacherQuery, rank_order
-from distill_ret.teachers.loader import TEACHER_KINDS, load_teacher
+from distill_ret.teachers.loader import check_location, load_teacher
 from distill_ret.training import checkpointing, state
 
 FORMAT = "distill_ret.dgr_candidates/2"
@@ -101,6 +101,9 @@ def student_parts(path: str, step: Any, field: str) -> tuple[retrieve.Student, d
 def teacher_parts(section: Any) -> dict[str, str]:
     """What identifies a teacher without loading it: kind, absolute path, the scoring options of the section, and
     the files' identity (a run file's or HF weights' sha256, a training run's best step)."""
+    if section.kind == "bm25":  # its statistics and settings are in its fingerprint
+        return {"teacher.kind": "bm25", "teacher.path": str(pathlib.Path(section.path).absolute()) if section.path
+                else ""}
     path = pathlib.Path(section.path).absolute()
     parts = {"teacher.kind": section.kind, "teacher.path": str(path)}
     if section.kind != "run_file":
@@ -241,10 +244,7 @@ def check_fields(config: Any) -> None:
     if pseudo.max_words < pseudo.min_words:
         raise ConfigError(f"config.candidates.pseudo.max_words={pseudo.max_words!r}: must be >= pseudo.min_words "
                           f"({pseudo.min_words})")
-    if config.teacher.kind not in TEACHER_KINDS:
-        raise ConfigError(f"config.teacher.kind must be one of {TEACHER_KINDS}, got {config.teacher.kind!r}")
-    if not config.teacher.path or not os.path.exists(config.teacher.path):
-        raise ConfigError(f"config.teacher.path={config.teacher.path!r} does not exist")
+    check_location(config.teacher)
 
 
 def judged_positives(dataset: formats.BeirDataset, split: str, min_gain: int) -> dict[str, dict[str, int]]:
@@ -276,7 +276,7 @@ def run_from_config(config: Any, workdir: str) -> pathlib.Path:
     field = "config.candidates.student" if config.candidates.student else "config.model.init_from"
     learner, student_fields = student_parts(config.candidates.student or config.model.init_from,
                                             config.candidates.step or config.model.init_step, field)
-    teacher = load_teacher(config.teacher)
+    teacher = load_teacher(config.teacher, corpus=dataset.corpus)
     ids = student.load_identifiers(config, options, dataset.corpus, learner.tokenizer_dir, learner.config)
     expected = {"format": FORMAT, **student_fields, **teacher_parts(config.teacher),
                 **{f"teacher.fingerprint.{key}": str(value) for key, value in teacher.fingerprint().items()},

@@ -256,14 +256,19 @@ def collate(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarra
     return {name: np.stack([example[name] for example in examples]) for name in examples[0]}
 
 
-def document_teacher_scores(teacher, examples: FgdExamples) -> np.ndarray:
+def teacher_corpus(dataset) -> dict[str, formats.Document]:
+    """The long documents whole, as the teacher reads them (a bm25 teacher's statistics without a path)."""
+    return {doc_id: formats.Document(doc_id, document.title, document.text)
+            for doc_id, document in dataset.documents.items()}
+
+
+def document_teacher_scores(teacher, examples: FgdExamples, corpus: dict[str, formats.Document]) -> np.ndarray:
     """[examples, docs] teacher scores of (query, whole document) for document-level KD (eq. 5)."""
     dataset = examples.documents.dataset
     requests = []
     for index in range(len(examples)):
         qid, documents, _, _ = examples.group(index)
-        requests.append(TeacherQuery(qid, dataset.queries[qid], tuple(
-            formats.Document(d, dataset.documents[d].title, dataset.documents[d].text) for d in documents)))
+        requests.append(TeacherQuery(qid, dataset.queries[qid], tuple(corpus[d] for d in documents)))
     scored = teacher.score_batch(requests)
     result = np.zeros((len(examples), examples.layout.num_documents), np.float32)
     for index, row in enumerate(scored):
@@ -361,14 +366,16 @@ def build_task(config: Any) -> Task:
     examples = FgdExamples(pairs, documents, negatives, layout, query_max_length=data.query_max_length,
                            max_length=data.max_length, representation=representation, distill=distill)
     if switches.distills_pieces or switches.document_distillation:
-        teacher = load_teacher(config.teacher, name="teacher")
+        corpus = teacher_corpus(documents.dataset)
+        teacher = load_teacher(config.teacher, name="teacher", corpus=corpus)
         requests = examples.teacher_requests() if switches.distills_pieces else []
         scores = None
         if requests:
             cache = config.teacher.get("cache_path", "")
             scores = (piece_scores.build_or_load(cache, teacher, requests) if cache
                       else piece_scores.compute(teacher, requests))
-        document_scores = document_teacher_scores(teacher, examples) if switches.document_distillation else None
+        document_scores = (document_teacher_scores(teacher, examples, corpus) if switches.document_distillation
+                           else None)
         examples.attach_teacher(scores, document_scores)
     else:
         examples.attach_teacher(None, None)

@@ -17,7 +17,7 @@ from distill_ret import evaluation
 from distill_ret.data import formats, sources
 from distill_ret.errors import ConfigError, integer_field
 from distill_ret.teachers.base import rerank_run
-from distill_ret.teachers.loader import TEACHER_KINDS, load_teacher
+from distill_ret.teachers.loader import check_location, load_teacher
 
 
 def _check_config(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -26,10 +26,7 @@ def _check_config(config: ml_collections.ConfigDict) -> tuple[str, ...]:
         raise ConfigError("config.rerank.run_path is required (the candidate TREC run)")
     integer_field(config.rerank.depth, "config.rerank.depth", 0, "0 = every candidate")
     evaluation.output_name(config.rerank.name, config.rerank.run_path, field="config.rerank.name")
-    if config.teacher.kind not in TEACHER_KINDS:
-        raise ConfigError(f"config.teacher.kind must be one of {TEACHER_KINDS}, got {config.teacher.kind!r}")
-    if not config.teacher.path or not os.path.exists(config.teacher.path):
-        raise ConfigError(f"config.teacher.path={config.teacher.path!r} does not exist")
+    check_location(config.teacher)
     return evaluation.measures_from_config(config.eval)
 
 
@@ -50,7 +47,7 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str
         candidates = {qid: docs for qid, docs in candidates.items() if qid in dataset.qrels[split]}
         if not candidates:
             raise formats.FormatError(config.rerank.run_path, None, f"no query of this run is in split {split!r}")
-    teacher = load_teacher(config.teacher)
+    teacher = load_teacher(config.teacher, corpus=dataset.corpus)
     depth = config.rerank.depth or None
     reranked = rerank_run(teacher, candidates, dataset.queries, dataset.corpus, depth=depth)
     name = config.rerank.name or f"rerank-{config.teacher.kind}-{split or 'all'}"
@@ -66,7 +63,8 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str
         return {"run": run_path, "metrics": None}
     evaluation.save_evaluation(rows[name], workdir, name, per_query=config.eval.per_query, extra={
         "run": os.path.abspath(run_path), "candidates": os.path.abspath(config.rerank.run_path),
-        "teacher": {"kind": config.teacher.kind, "path": os.path.abspath(config.teacher.path)}, "depth": depth,
+        "teacher": {"kind": config.teacher.kind, "path": config.teacher.path and os.path.abspath(config.teacher.path),
+                    "fingerprint": teacher.fingerprint()}, "depth": depth,
         "qrels": f"{source} [{split}]", "data": evaluation.data_label(config.data),
     })
     print(evaluation.format_table({row: result.aggregate for row, result in rows.items()}, measures))
