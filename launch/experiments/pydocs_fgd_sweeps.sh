@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The FGD investigations on pydocs (README "FGD on pydocs modules"), resumable, from the warm-up, the mined negatives
+# and the teacher cache of a finished pydocs_fgd.sh root (TABLE_ROOT): one field changed per run against that root's
+# stage-2 FGD, every run retrieved on the test split. Beside each setting, the root's own no-KD and FGD runs are linked
+# in as `reference`, so one report shows them together.
+#
+#   ROOT=workdirs/experiments/pydocs_fgd_dv SEEDS="0 1 2" \
+#     EXTRA_ARGS="--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True" \
+#     launch/experiments/pydocs_fgd.sh                      # the table root first (README: 82 min)
+#   launch/experiments/pydocs_fgd_sweeps.sh                 # then these, seed 0
+#   SEEDS="1 2" LAMBDAS=4 TEACHERS= STEPS= launch/experiments/pydocs_fgd_sweeps.sh
+#
+# Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
+#   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; 1 is the table's FGD, linked)
+#   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
+#                                      module whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
+#                                      units apart, cosines hundredths): document KD on every pair; FGD distilling the
+#                                      visible pairs (BASE_ARGS) and every pair (fgd_all)
+#   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
+#                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
+#   reference/{nokd,fgd}               links to TABLE_ROOT/seedS/{nokd,fgd}
+# Each training workdir gets `train.done` when its run ends and holds its test run (retrieve-test.*); fgd_mv is the
+# FGD student with multi-vector scoring (γ = 0.4). A stage whose output exists is skipped.
+#
+# Environment: TABLE_ROOT (default workdirs/experiments/pydocs_fgd_dv), ROOT (default
+# workdirs/experiments/pydocs_fgd_sweeps), SEEDS (default 0), LAMBDAS (default "1 2 4"), TEACHERS (default bm25; ""
+# skips), STEPS (default 180; "" skips), BASE_ARGS (the table root's EXTRA_ARGS, default the distill-visible-only
+# flags above), DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
+# `distill-ret report` over $ROOT.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TABLE_ROOT=${TABLE_ROOT:-workdirs/experiments/pydocs_fgd_dv}
+ROOT=${ROOT:-workdirs/experiments/pydocs_fgd_sweeps}
+SEEDS=${SEEDS-0}
+LAMBDAS=${LAMBDAS-"1 2 4"}
+TEACHERS=${TEACHERS-bm25}
+STEPS=${STEPS-180}
+BASE_ARGS=${BASE_ARGS-"--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True"}
+CLI=${DISTILL_RET:-distill-ret}
+DRY=${DRY:-0}
+PRESET=configs/fgd.py:pydocs
+MEASURES=MRR@100,nDCG@10,R@100
+GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
+NEGATIVES=$TABLE_ROOT/negatives/negatives.jsonl
+CACHE=$TABLE_ROOT/teacher_piece_scores.npz
+
+for needed in "$TABLE_ROOT/stage1/train.done" "$NEGATIVES"; do
+  if [[ ! -e $needed && $DRY != 1 ]]; then
+    echo "$0: $needed is missing: run launch/experiments/pydocs_fgd.sh with ROOT=$TABLE_ROOT first" >&2
+    exit 2
+  fi
+done
+
+# stage NAME OUTPUT COMMAND...: runs COMMAND unless OUTPUT exists; prints one line either way.
+stage() {
+  local name=$1 output=$2
+  shift 2
+  if [[ -e "$output" ]]; then
+    echo "stage $name: skipped ($output exists)"
+    return
+  fi
+  if [[ "$DRY" == 1 ]]; then
+    echo "stage $name: would run: $*"
+    return
+  fi
+  local start=$SECONDS
+  "$@"
+  echo "stage $name: ran in $((SECONDS - start)) s"
+}
+
+# train_and_retrieve NAME WORKDIR SEED [GAMMA_DIR] -- ARGS...: stage 2 from the table's warm-up and negatives with
+# ARGS, its test run in WORKDIR, and when GAMMA_DIR is given the multi-vector test run there.
+train_and_retrieve() {
+  local name=$1 workdir=$2 seed=$3 mv=$4
+  shift 5
+  stage "$name" "$workdir/train.done" train "$workdir" --config.train.seed="$seed" "$@"
+  stage "$name/retrieve" "$workdir/retrieve-test.metrics.json" retrieve "$workdir" "$workdir"
+  if [[ -n $mv ]]; then
+    stage "${name}_mv/retrieve" "$mv/retrieve-test.metrics.json" retrieve "$mv" "$workdir" --config.retrieve.gamma=$GAMMA
+  fi
+}
+
+train() {
+  local workdir=$1
+  shift
+  "$CLI" train --config="$PRESET" --workdir="$workdir" --config.model.init_from="$TABLE_ROOT/stage1" \
+    --config.data.negatives_file="$NEGATIVES" $BASE_ARGS "$@" && touch "$workdir/train.done"
+}
+
+retrieve() {
+  local workdir=$1 model=$2
+  shift 2
+  "$CLI" retrieve --config="$PRESET" --workdir="$workdir" --config.model.init_from="$model" \
+    --config.retrieve.split=test --config.retrieve.measures="$MEASURES" $BASE_ARGS "$@"
+}
+
+# link NAME TARGET: NAME becomes a symbolic link to TARGET (an existing run of the table root).
+link() {
+  if [[ -e $1 || $DRY == 1 ]]; then return; fi
+  mkdir -p "$(dirname "$1")"
+  ln -s "$(cd "$2" && pwd)" "$1"
+}
+
+NOKD=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False)
+DOCKD=(--config.fgd.document_distillation=True "${NOKD[@]}")
+for seed in $SEEDS; do
+  run=$ROOT/seed$seed
+  for system in nokd fgd; do link "$run/reference/$system" "$TABLE_ROOT/seed$seed/$system"; done
+  link "$run/reference/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
+  for weight in $LAMBDAS; do
+    if [[ $weight == 1 ]]; then  # the table's FGD
+      link "$run/lambda=1/fgd" "$TABLE_ROOT/seed$seed/fgd"
+      link "$run/lambda=1/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
+      continue
+    fi
+    train_and_retrieve "seed$seed/lambda=$weight/fgd" "$run/lambda=$weight/fgd" "$seed" "$run/lambda=$weight/fgd_mv" -- \
+      --config.teacher.cache_path="$CACHE" --config.fgd.contrastive_weight="$weight"
+  done
+  for teacher in $TEACHERS; do
+    if [[ $teacher != bm25 ]]; then echo "$0: TEACHERS knows bm25 only, got '$teacher'" >&2; exit 2; fi
+    dir=$run/teacher=bm25
+    lexical=(--config.teacher.kind=bm25 --config.teacher.path= --config.fgd.teacher_temperature=1.0)
+    train_and_retrieve "seed$seed/teacher=bm25/dockd" "$dir/dockd" "$seed" "" -- "${lexical[@]}" "${DOCKD[@]}" \
+      --config.fgd.distill_visible_only=False
+    train_and_retrieve "seed$seed/teacher=bm25/fgd" "$dir/fgd" "$seed" "$dir/fgd_mv" -- "${lexical[@]}" \
+      --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz"
+    train_and_retrieve "seed$seed/teacher=bm25/fgd_all" "$dir/fgd_all" "$seed" "" -- "${lexical[@]}" \
+      --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz" --config.fgd.distill_visible_only=False
+  done
+  for steps in $STEPS; do
+    every=$((steps / 3))
+    long=(--config.train.num_steps="$steps" --config.evals.dev.every="$every" --config.checkpoint.every="$every")
+    train_and_retrieve "seed$seed/steps=$steps/nokd" "$run/steps=$steps/nokd" "$seed" "" -- "${long[@]}" "${NOKD[@]}"
+    train_and_retrieve "seed$seed/steps=$steps/fgd" "$run/steps=$steps/fgd" "$seed" "$run/steps=$steps/fgd_mv" -- \
+      "${long[@]}" --config.teacher.cache_path="$CACHE"
+  done
+done
+
+echo "done: metrics under $ROOT (seed*/{reference,lambda=*,teacher=*,steps=*})"
+[[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
