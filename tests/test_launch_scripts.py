@@ -34,16 +34,17 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     assert _stages(script, tmp_path, SEEDS="") == SHARED
 
 
-def test_the_pydocs_sweeps_list_each_setting_once_per_seed(tmp_path):
-    def seeded(seed, lambdas=("2", "4"), steps=("180",)):
+def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):
+    def seeded(seed, lambdas=("2", "4"), steps=("180",), every_pair=True):
         stages = []
         for weight in lambdas:
             stages += [f"seed{seed}/lambda={weight}/fgd", f"seed{seed}/lambda={weight}/fgd/retrieve",
                        f"seed{seed}/lambda={weight}/fgd_mv/retrieve"]
         stages += [f"seed{seed}/teacher=bm25/dockd", f"seed{seed}/teacher=bm25/dockd/retrieve",
                    f"seed{seed}/teacher=bm25/fgd", f"seed{seed}/teacher=bm25/fgd/retrieve",
-                   f"seed{seed}/teacher=bm25/fgd_mv/retrieve", f"seed{seed}/teacher=bm25/fgd_all",
-                   f"seed{seed}/teacher=bm25/fgd_all/retrieve"]
+                   f"seed{seed}/teacher=bm25/fgd_mv/retrieve"]
+        if every_pair:  # pydocs' table distils the visible pairs only: fgd_all distils every pair
+            stages += [f"seed{seed}/teacher=bm25/fgd_all", f"seed{seed}/teacher=bm25/fgd_all/retrieve"]
         for count in steps:
             stages += [f"seed{seed}/steps={count}/nokd", f"seed{seed}/steps={count}/nokd/retrieve",
                        f"seed{seed}/steps={count}/fgd", f"seed{seed}/steps={count}/fgd/retrieve",
@@ -51,7 +52,9 @@ def test_the_pydocs_sweeps_list_each_setting_once_per_seed(tmp_path):
         return stages
 
     environment = {"TABLE_ROOT": str(tmp_path / "table")}
-    assert _stages("pydocs_fgd_sweeps.sh", tmp_path, **environment) == seeded(0)  # lambda=1 is the table's FGD
-    assert _stages("pydocs_fgd_sweeps.sh", tmp_path, SEEDS="1 2", LAMBDAS="4", TEACHERS="", STEPS="",
+    assert _stages("fgd_sweeps.sh", tmp_path, **environment) == seeded(0)  # lambda=1 is the table's FGD
+    assert _stages("fgd_sweeps.sh", tmp_path, SEEDS="1 2", LAMBDAS="4", TEACHERS="", STEPS="",
                    **environment) == [f"seed{s}/lambda=4/{part}" for s in (1, 2)
                                       for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
+    assert _stages("fgd_sweeps.sh", tmp_path, DATASET="cranfield", LAMBDAS="", STEPS="",
+                   **environment) == seeded(0, lambdas=(), steps=(), every_pair=False)

@@ -1,45 +1,53 @@
 #!/usr/bin/env bash
-# The FGD investigations on pydocs (README "FGD on pydocs modules"), resumable, from the warm-up, the mined negatives
-# and the teacher cache of a finished pydocs_fgd.sh root (TABLE_ROOT): one field changed per run against that root's
-# stage-2 FGD, every run retrieved on the test split. Beside each setting, the root's own no-KD and FGD runs are linked
-# in as `reference`, so one report shows them together.
+# The FGD investigations (README "FGD on pydocs modules"), resumable, from the warm-up, the mined negatives and the
+# teacher cache of a finished cranfield_fgd.sh / pydocs_fgd.sh root (TABLE_ROOT): one field changed per run against
+# that root's stage-2 FGD, every run retrieved on the test split. Beside each setting, the root's own no-KD and FGD
+# runs are linked in as `reference`, so one report shows them together.
 #
 #   ROOT=workdirs/experiments/pydocs_fgd_dv SEEDS="0 1 2" \
 #     EXTRA_ARGS="--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True" \
 #     launch/experiments/pydocs_fgd.sh                      # the table root first (README: 82 min)
-#   launch/experiments/pydocs_fgd_sweeps.sh                 # then these, seed 0
-#   SEEDS="1 2" LAMBDAS=4 TEACHERS= STEPS= launch/experiments/pydocs_fgd_sweeps.sh
+#   launch/experiments/fgd_sweeps.sh                        # then these, seed 0
+#   SEEDS="1 2" LAMBDAS=4 TEACHERS= STEPS= launch/experiments/fgd_sweeps.sh
 #
 # Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
 #   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; 1 is the table's FGD, linked)
 #   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
-#                                      module whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
-#                                      units apart, cosines hundredths): document KD on every pair; FGD distilling the
-#                                      visible pairs (BASE_ARGS) and every pair (fgd_all)
+#                                      document whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
+#                                      units apart, cosines hundredths): document KD on every pair; FGD with BASE_ARGS
+#                                      (on pydocs: distilling the visible pairs only) and, when BASE_ARGS distils the
+#                                      visible pairs only, on every pair (fgd_all)
 #   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
 #                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
-#   reference/{nokd,fgd}               links to TABLE_ROOT/seedS/{nokd,fgd}
+#   reference/{nokd,fgd,fgd_mv}        links to TABLE_ROOT/seedS/{nokd,fgd,fgd_mv}
 # Each training workdir gets `train.done` when its run ends and holds its test run (retrieve-test.*); fgd_mv is the
 # FGD student with multi-vector scoring (γ = 0.4). A stage whose output exists is skipped.
 #
-# Environment: TABLE_ROOT (default workdirs/experiments/pydocs_fgd_dv), ROOT (default
-# workdirs/experiments/pydocs_fgd_sweeps), SEEDS (default 0), LAMBDAS (default "1 2 4"), TEACHERS (default bm25; ""
-# skips), STEPS (default 180; "" skips), BASE_ARGS (the table root's EXTRA_ARGS, default the distill-visible-only
-# flags above), DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
+# Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
+# workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
+# SEEDS (default 0), LAMBDAS (default "1 2 4"), TEACHERS (default bm25; "" skips), STEPS (default 180; "" skips),
+# BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
+# DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
 # `distill-ret report` over $ROOT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-TABLE_ROOT=${TABLE_ROOT:-workdirs/experiments/pydocs_fgd_dv}
-ROOT=${ROOT:-workdirs/experiments/pydocs_fgd_sweeps}
+DATASET=${DATASET:-pydocs}
+case "$DATASET" in
+  pydocs) TABLE_ROOT=${TABLE_ROOT:-workdirs/experiments/pydocs_fgd_dv}
+          BASE_ARGS=${BASE_ARGS-"--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True"} ;;
+  cranfield) TABLE_ROOT=${TABLE_ROOT:-workdirs/experiments/cranfield_fgd}
+             BASE_ARGS=${BASE_ARGS-} ;;
+  *) echo "$0: DATASET must be cranfield or pydocs, got '$DATASET'" >&2; exit 2 ;;
+esac
+ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd_sweeps}
 SEEDS=${SEEDS-0}
 LAMBDAS=${LAMBDAS-"1 2 4"}
 TEACHERS=${TEACHERS-bm25}
 STEPS=${STEPS-180}
-BASE_ARGS=${BASE_ARGS-"--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True"}
 CLI=${DISTILL_RET:-distill-ret}
 DRY=${DRY:-0}
-PRESET=configs/fgd.py:pydocs
+PRESET=configs/fgd.py:$DATASET
 MEASURES=MRR@100,nDCG@10,R@100
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
 NEGATIVES=$TABLE_ROOT/negatives/negatives.jsonl
@@ -47,7 +55,7 @@ CACHE=$TABLE_ROOT/teacher_piece_scores.npz
 
 for needed in "$TABLE_ROOT/stage1/train.done" "$NEGATIVES"; do
   if [[ ! -e $needed && $DRY != 1 ]]; then
-    echo "$0: $needed is missing: run launch/experiments/pydocs_fgd.sh with ROOT=$TABLE_ROOT first" >&2
+    echo "$0: $needed is missing: run launch/experiments/${DATASET}_fgd.sh with ROOT=$TABLE_ROOT first" >&2
     exit 2
   fi
 done
@@ -125,8 +133,10 @@ for seed in $SEEDS; do
       --config.fgd.distill_visible_only=False
     train_and_retrieve "seed$seed/teacher=bm25/fgd" "$dir/fgd" "$seed" "$dir/fgd_mv" -- "${lexical[@]}" \
       --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz"
-    train_and_retrieve "seed$seed/teacher=bm25/fgd_all" "$dir/fgd_all" "$seed" "" -- "${lexical[@]}" \
-      --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz" --config.fgd.distill_visible_only=False
+    if [[ $BASE_ARGS == *distill_visible_only=True* ]]; then  # else fgd already distils every pair
+      train_and_retrieve "seed$seed/teacher=bm25/fgd_all" "$dir/fgd_all" "$seed" "" -- "${lexical[@]}" \
+        --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz" --config.fgd.distill_visible_only=False
+    fi
   done
   for steps in $STEPS; do
     every=$((steps / 3))
