@@ -2,7 +2,7 @@
 # The FGD investigations (README "FGD on pydocs modules"), resumable, from the warm-up, the mined negatives and the
 # teacher cache of a finished cranfield_fgd.sh / pydocs_fgd.sh root (TABLE_ROOT): one field changed per run against
 # that root's stage-2 FGD, every run retrieved on the test split. Beside each setting, the root's own no-KD and FGD
-# runs are linked in as `reference`, so one report shows them together.
+# runs are linked in (`reference/nokd`, `lambda=1`), so one report shows them together.
 #
 #   ROOT=workdirs/experiments/pydocs_fgd_dv SEEDS="0 1 2" \
 #     EXTRA_ARGS="--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True" \
@@ -11,7 +11,8 @@
 #   SEEDS="1 2" LAMBDAS=4 TEACHERS= STEPS= launch/experiments/fgd_sweeps.sh
 #
 # Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
-#   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; 1 is the table's FGD, linked)
+#   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; lambda=1, the table's FGD, is
+#                                      always linked in)
 #   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
 #                                      document whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
 #                                      units apart, cosines hundredths): document KD on every pair; FGD with BASE_ARGS
@@ -19,13 +20,13 @@
 #                                      visible pairs only, on every pair (fgd_all)
 #   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
 #                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
-#   reference/{nokd,fgd,fgd_mv}        links to TABLE_ROOT/seedS/{nokd,fgd,fgd_mv}
+#   reference/nokd                     a link to TABLE_ROOT/seedS/nokd
 # Each training workdir gets `train.done` when its run ends and holds its test run (retrieve-test.*); fgd_mv is the
 # FGD student with multi-vector scoring (γ = 0.4). A stage whose output exists is skipped.
 #
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
-# SEEDS (default 0), LAMBDAS (default "1 2 4"), TEACHERS (default bm25; "" skips), STEPS (default 180; "" skips),
+# SEEDS (default 0), LAMBDAS (default "2 4"), TEACHERS (default bm25; "" skips), STEPS (default 180; "" skips),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
 # DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
 # `distill-ret report` over $ROOT.
@@ -42,7 +43,7 @@ case "$DATASET" in
 esac
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd_sweeps}
 SEEDS=${SEEDS-0}
-LAMBDAS=${LAMBDAS-"1 2 4"}
+LAMBDAS=${LAMBDAS-"2 4"}
 TEACHERS=${TEACHERS-bm25}
 STEPS=${STEPS-180}
 CLI=${DISTILL_RET:-distill-ret}
@@ -114,14 +115,11 @@ NOKD=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation
 DOCKD=(--config.fgd.document_distillation=True "${NOKD[@]}")
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
-  for system in nokd fgd; do link "$run/reference/$system" "$TABLE_ROOT/seed$seed/$system"; done
-  link "$run/reference/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
+  link "$run/reference/nokd" "$TABLE_ROOT/seed$seed/nokd"
+  link "$run/lambda=1/fgd" "$TABLE_ROOT/seed$seed/fgd"  # the table's FGD
+  link "$run/lambda=1/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
   for weight in $LAMBDAS; do
-    if [[ $weight == 1 ]]; then  # the table's FGD
-      link "$run/lambda=1/fgd" "$TABLE_ROOT/seed$seed/fgd"
-      link "$run/lambda=1/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
-      continue
-    fi
+    [[ $weight == 1 ]] && continue
     train_and_retrieve "seed$seed/lambda=$weight/fgd" "$run/lambda=$weight/fgd" "$seed" "$run/lambda=$weight/fgd_mv" -- \
       --config.teacher.cache_path="$CACHE" --config.fgd.contrastive_weight="$weight"
   done
