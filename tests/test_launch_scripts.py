@@ -18,12 +18,18 @@ def _seeded(seed):
                                                "fgd/retrieve", "fgd_mv/retrieve")]
 
 
-def _stages(script, tmp_path, **environment):
+def _run(script, tmp_path, **environment):
     env = {**os.environ, "DRY": "1", "ROOT": str(tmp_path / "root"),
            "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **environment}
     result = subprocess.run(["bash", str(REPO_ROOT / "launch" / "experiments" / script)], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, check=True)
+                            capture_output=True, text=True, timeout=120)
     assert not (tmp_path / "root").exists()  # a dry run writes nothing
+    return result
+
+
+def _stages(script, tmp_path, **environment):
+    result = _run(script, tmp_path, **environment)
+    assert result.returncode == 0, result.stderr
     return re.findall(r"^stage (\S+): (?:would run|skipped)", result.stdout, flags=re.MULTILINE)
 
 
@@ -32,6 +38,11 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     assert _stages(script, tmp_path) == SHARED + _seeded(0) + _seeded(1) + _seeded(2)
     assert _stages(script, tmp_path, SEEDS="2") == SHARED + _seeded(2)
     assert _stages(script, tmp_path, SEEDS="") == SHARED
+    ablations = "no_passage no_sentence with_doc fg_pooling all_pooling separate"
+    assert _stages(script, tmp_path, SEEDS="1", ABLATIONS=ablations) == SHARED + _seeded(1) + [
+        f"seed1/ablation={name}{part}" for name in ablations.split() for part in ("", "/retrieve")]
+    refused = _run(script, tmp_path, ABLATIONS="no_passage bogus")
+    assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and "stage" not in refused.stdout
 
 
 def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):

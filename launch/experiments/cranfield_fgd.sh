@@ -16,7 +16,9 @@
 # Environment: SEEDS (default "0 1 2"; SEEDS="" runs only the unseeded stages), STAGE1_SEED (default 0), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
 # repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
 # stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
-# pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it).
+# pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), ABLATIONS (default
+# none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
+# fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache).
 set -euo pipefail
 
 DATASET=${DATASET:-cranfield}
@@ -26,6 +28,7 @@ ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd}
 CLI=${DISTILL_RET:-distill-ret}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 DRY=${DRY:-0}
+ABLATIONS=${ABLATIONS-}
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
 MEASURES=MRR@100,nDCG@10,R@100
 WARMUP=configs/fgd.py:${DATASET}_warmup
@@ -35,6 +38,21 @@ case "$DATASET" in
   *) echo "$0: DATASET must be cranfield or pydocs, got '$DATASET'" >&2; exit 1 ;;
 esac
 cd "$(dirname "$0")/../.."
+
+# ablation_switches NAME: sets `switches` to the paper's Table 2 row NAME (FGD with one switch changed).
+ablation_switches() {
+  case $1 in
+    no_passage) switches=(--config.fgd.passage_distillation=False) ;;  # "w/o pass-distill"
+    no_sentence) switches=(--config.fgd.sentence_distillation=False) ;;  # "w/o sent-distill"
+    with_doc) switches=(--config.fgd.document_distillation=True) ;;  # "w/ doc-distill"
+    fg_pooling) switches=(--config.fgd.representation=fg_pooling) ;;  # pieces mean-pooled, documents [CLS]
+    all_pooling) switches=(--config.fgd.representation=all_pooling --config.model.pooling=mean) ;;
+    separate) switches=(--config.fgd.representation=separate) ;;  # pieces encoded as texts of their own
+    *) echo "$0: unknown ablation '$1' (no_passage no_sentence with_doc fg_pooling all_pooling separate)" >&2
+       exit 1 ;;
+  esac
+}
+for ablation in $ABLATIONS; do ablation_switches "$ablation"; done  # every name checked before any stage runs
 
 # stage NAME OUTPUT COMMAND...: runs COMMAND unless OUTPUT exists; prints one line either way.
 stage() {
@@ -128,6 +146,16 @@ for seed in $SEEDS; do
   done
   stage "seed$seed/fgd_mv/retrieve" "$run/fgd_mv/retrieve-test.metrics.json" \
     retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
+  for ablation in $ABLATIONS; do
+    ablation_switches "$ablation"
+    workdir=$run/ablation=$ablation
+    stage "seed$seed/ablation=$ablation" "$workdir/train.done" \
+      train "$workdir" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
+      --config.data.negatives_file="$negatives" --config.teacher.cache_path="$ROOT/teacher_piece_scores.npz" \
+      "${switches[@]}"
+    stage "seed$seed/ablation=$ablation/retrieve" "$workdir/retrieve-test.metrics.json" \
+      retrieve "$workdir" "$workdir" "${switches[@]}"
+  done
 done
 
 echo "done: metrics under $ROOT (stage1, seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
