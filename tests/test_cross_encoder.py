@@ -257,7 +257,8 @@ def test_a_guide_weight_or_temperature_out_of_range_is_refused_before_any_file_i
     from distill_ret.errors import ConfigError
 
     config = tiny_config(fixture_dirs)
-    config.guide.kind, config.guide.path = "run_file", str(tmp_path / "missing.trec")
+    (tmp_path / "guide.trec").write_text("")  # never read: the check comes first
+    config.guide.kind, config.guide.path = "run_file", str(tmp_path / "guide.trec")
     config.data.beir_dir = str(tmp_path / "absent")  # the check comes before the data is read
     config.guide[field] = value
     with pytest.raises(ConfigError, match=message):

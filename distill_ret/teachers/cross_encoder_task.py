@@ -47,7 +47,7 @@ from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import pairs
 from distill_ret.teachers.base import Teacher, TeacherQuery, rerank_run
 from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, PairScorer
-from distill_ret.teachers.loader import load_teacher
+from distill_ret.teachers.loader import check_location, load_teacher
 from distill_ret.training import evaluators, state
 from distill_ret.training.tasks import ModelRecord, Task
 
@@ -278,6 +278,7 @@ def check_config(config: Any) -> None:
     guide = config.guide
     if not guide.kind:
         return
+    check_location(guide, "guide")
     weight = section_number(guide, "config.guide", "weight", 0.0, exclusive=True, hint="at most 1")
     if weight > 1.0:
         raise ConfigError(f"config.guide.weight={guide.weight!r}: must be in (0, 1] (the guide's share of the loss)")
