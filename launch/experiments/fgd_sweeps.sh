@@ -104,9 +104,13 @@ retrieve() {
     --config.retrieve.split=test --config.retrieve.measures="$MEASURES" $BASE_ARGS "$@"
 }
 
-# link NAME TARGET: NAME becomes a symbolic link to TARGET (an existing run of the table root).
+# link NAME TARGET: NAME becomes a symbolic link to TARGET, a run of the table root (said and skipped if missing).
 link() {
   if [[ -e $1 || $DRY == 1 ]]; then return; fi
+  if [[ ! -d $2 ]]; then
+    echo "link $1: skipped ($2 is missing: the table root has not run it)"
+    return
+  fi
   mkdir -p "$(dirname "$1")"
   ln -s "$(cd "$2" && pwd)" "$1"
 }
