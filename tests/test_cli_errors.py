@@ -166,7 +166,7 @@ IN_PROCESS_CASES = [
          message="flag --config.fgd.distill_visible_only=3: ('Non-boolean argument to boolean flag', '3')"),
     case("train-cross-encoder-nan-guide-temperature", "train", "--config={C}/cross_encoder.py:tiny",
          "--workdir={S}/work", "--config.data.beir_dir={S}/beir", "--config.guide.kind=dense",
-         "--config.guide.temperature=nan",
+         "--config.guide.path={S}/beir", "--config.guide.temperature=nan",
          message="config.guide.temperature=nan: must be a finite number > 0.0"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
