@@ -18,7 +18,8 @@
 # stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), ABLATIONS (default
 # none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
-# fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache).
+# fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache, except
+# all_pooling: its own mean-pooled warm-up, $ROOT/stage1_mean_pooling, trained once).
 set -euo pipefail
 
 DATASET=${DATASET:-cranfield}
@@ -148,9 +149,15 @@ for seed in $SEEDS; do
     retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
   for ablation in $ABLATIONS; do
     ablation_switches "$ablation"
+    warmup=$ROOT/stage1
+    if [[ $ablation == all_pooling ]]; then  # mean-pooled documents: a run cannot change its pooling, so its own warm-up
+      warmup=$ROOT/stage1_mean_pooling
+      stage "stage1_mean_pooling" "$warmup/train.done" \
+        train "$warmup" --config="$WARMUP" --config.train.seed="$STAGE1_SEED" --config.model.pooling=mean
+    fi
     workdir=$run/ablation=$ablation
     stage "seed$seed/ablation=$ablation" "$workdir/train.done" \
-      train "$workdir" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
+      train "$workdir" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$warmup" \
       --config.data.negatives_file="$negatives" --config.teacher.cache_path="$ROOT/teacher_piece_scores.npz" \
       "${switches[@]}"
     stage "seed$seed/ablation=$ablation/retrieve" "$workdir/retrieve-test.metrics.json" \
