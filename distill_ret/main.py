@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import ConfigDict, config_flags
@@ -136,6 +137,12 @@ def is_own_or_important(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or os.path.abspath(record.pathname).startswith(PACKAGE_DIR + os.sep)
 
 
+def is_out_of_memory(error: Exception) -> bool:
+    """Whether an XLA runtime error is an allocation the device (or the host, for the CPU) could not make."""
+    message = str(error)
+    return "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
+
+
 def main(argv: list[str]) -> int:
     mode = _mode_of(argv)
     try:
@@ -146,6 +153,11 @@ def main(argv: list[str]) -> int:
         getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
     except UserError as error:
         return report(mode, str(error))
+    except jax.errors.JaxRuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        return report(mode, f"the device ran out of memory ({str(error).splitlines()[0]}); lower the batch sizes "
+                            f"(config.*.batch_size) or raise config.train.grad_accum_steps")
     return 0
 
 

@@ -331,3 +331,15 @@ def test_the_driver_sees_what_the_console_script_prints(template, tmp_path):
     driven = json.loads(results_file.read_text())["same"]
     assert (driven["code"], driven["stderr"]) == (real.returncode, real.stderr)
     assert real.stderr.startswith("distill-ret bm25: error: config.bm25.stemmer='klingon'")
+
+
+def test_running_out_of_device_memory_is_one_line(tmp_path):
+    """An allocation no device can make (a 2**40-wide T5 MLP) ends as the one error line, naming the remedies."""
+    argv = ["train", f"--config={CONFIGS}/t5_seq2seq.py:tiny", f"--workdir={tmp_path}/work",
+            f"--config.model.d_ff={2 ** 40}"]
+    done = subprocess.run([sys.executable, "-m", "distill_ret.main", *argv], cwd=tmp_path, env=environment(),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("distill-ret train: error: the device ran out of memory (") and "bytes" in last
+    assert "config.train.grad_accum_steps" in last

@@ -206,6 +206,39 @@ def test_teacher_scores_line_up_with_the_pieces(beir_dir, tokenizer_dir, tmp_pat
     assert max(len(r.pieces) for r in requests if r.doc_id == others[1]) == 1  # only the prefix that is used
 
 
+def test_separate_examples_pack_every_used_piece_as_its_own_text(beir_dir, tokenizer_dir, tmp_path):
+    config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
+    student = task.inputs.student(config)
+    documents = task.inputs.long_documents(config, student.tokenizer)
+    dataset = documents.dataset
+    pairs = [(qid, doc_id) for qid, judged in dataset.qrels["train"].items() for doc_id in judged]
+    negatives = {}
+    for qid, _ in pairs:
+        others = [d for d in dataset.documents if d not in dataset.qrels["train"][qid]][:2]
+        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, p) for d in others for p in (0, 1)),
+                                               tuple((d, s) for d in others for s in range(4)))
+    layout = task.layout_from_config(config.data)
+    examples = task.FgdExamples(pairs, documents, negatives, layout, query_max_length=16, max_length=64,
+                                representation="separate")
+    shape = examples.piece_shape
+    assert (shape.passages, shape.sentences) == (layout.num_passages + layout.passage_negatives,
+                                                 layout.num_sentences + layout.sentence_negatives)
+    for index in range(len(examples)):
+        example = examples[index]
+        _, slots, _, _ = examples.group(index)
+        packed = {name: example[f"separate_{name}_input_ids"] for name in ("passage", "sentence")}
+        valid = example["span_mask"].any(-1)  # [docs, rows]
+        for slot, row in zip(*np.nonzero(valid)):
+            tokens = example["document_input_ids"][slot][example["span_mask"][slot, row]]
+            piece = example["separate_index"][slot, row]
+            ids = (packed["passage"][piece] if row < layout.passage_rows
+                   else packed["sentence"][piece - shape.passages])
+            cut, document = len(ids) - 2, example["document_input_ids"][slot]
+            cls_id, sep_id = document[0], document[example["document_attention_mask"][slot].sum() - 1]
+            np.testing.assert_array_equal(ids[: min(len(tokens), cut) + 2], [cls_id, *tokens[:cut], sep_id])
+        assert valid[1:].any()  # negative pieces in the negative documents' rows
+
+
 def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir_dir, tokenizer_dir, tmp_path):
     config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24)
     student = task.inputs.student(config)

@@ -132,19 +132,60 @@ def test_fg_pooling_means_the_span_tokens_and_keeps_the_cls_document(documents, 
     np.testing.assert_allclose(np.asarray(all_pieces), np.asarray(pieces), atol=1e-6)  # same pieces, mean doc
 
 
+SHAPE = spans.PieceShape(passages=4, passage_length=8, sentences=5, sentence_length=6)
+
+
+def test_piece_lengths_are_the_longest_valid_pieces_rounded_up(documents):
+    assert spans.piece_lengths(documents, LENGTH, multiple=1) == (9, 8)  # 7-token passage, 6-token sentence
+    assert spans.piece_lengths(documents, LENGTH) == (16, 8)
+    assert spans.piece_lengths(documents, 12) == (12, 8)  # at most the document length
+
+
+def test_separate_pieces_pack_only_the_valid_pieces(documents):
+    packed = spans.batch_documents(documents, length=LENGTH, num_passages=2, num_sentences=3, separate=SHAPE).separate
+    # passages (doc, piece): (0,0) (0,1) (1,0) then slot 3 unused; sentences (0,0) (0,1) (0,2) (1,0) (1,1)
+    np.testing.assert_array_equal(packed.index, [[0, 1, 4, 5, 6], [2, 0, 7, 8, 0]])
+    np.testing.assert_array_equal(packed.passage_input_ids[0], [1, *documents[0].input_ids[1:7], 2])
+    np.testing.assert_array_equal(packed.passage_input_ids[2], [1, *documents[1].input_ids[1:7], 2])  # 7 tokens cut
+    assert not packed.passage_attention_mask[3].any() and packed.passage_attention_mask[:3].all()
+    np.testing.assert_array_equal(packed.sentence_input_ids[2], [1, *documents[0].input_ids[7:11], 2])
+    np.testing.assert_array_equal(packed.sentence_attention_mask.sum(1), [5, 5, 6, 4, 6])
+    with pytest.raises(ValueError, match="more than 2 valid passages in the batch"):
+        spans.batch_documents(documents, length=LENGTH, num_passages=2, num_sentences=3,
+                              separate=spans.PieceShape(2, 8, 5, 6))
+
+
 def test_separate_pieces_are_encoded_on_their_own(documents, bert_params):
-    batch = spans.batch_documents(documents, length=LENGTH, num_passages=2, num_sentences=3, piece_length=10)
-    np.testing.assert_array_equal(batch.piece_input_ids[0, 2, :5], [1, *documents[0].input_ids[1:4], 2])
-    assert batch.piece_attention_mask[0, 2].sum() == 5 and not batch.piece_attention_mask[1, 1].any()
+    batch = spans.batch_documents(documents, length=LENGTH, num_passages=2, num_sentences=3, separate=SHAPE)
     model = _model(normalize=True)
     params = heads.bi_encoder_params({"bert": bert_params})
     documents_out, pieces = spans.batch_embeddings(model, params, batch, "separate")
-    ids, mask = batch.piece_input_ids[0, 2:3, :5], batch.piece_attention_mask[0, 2:3, :5]
-    alone = model.apply({"params": params}, ids, mask, method=heads.BiEncoder.encode_documents)
-    np.testing.assert_allclose(np.asarray(pieces[0, 2]), np.asarray(alone[0]), atol=1e-5)
+    for doc, row, tokens in [(0, 2, documents[0].input_ids[1:4]), (1, 0, documents[1].input_ids[1:7]),
+                             (1, 3, documents[1].input_ids[3:7])]:
+        ids = np.array([[1, *tokens, 2]], np.int32)
+        alone = model.apply({"params": params}, ids, np.ones_like(ids), method=heads.BiEncoder.encode_documents)
+        np.testing.assert_allclose(np.asarray(pieces[doc, row]), np.asarray(alone[0]), atol=1e-5)
+    assert not np.asarray(pieces[1, 1]).any() and not np.asarray(pieces[1, 4]).any()  # invalid rows are zero
     reference = model.apply({"params": params}, batch.input_ids, batch.attention_mask,
                             method=heads.BiEncoder.encode_documents)
     np.testing.assert_allclose(np.asarray(documents_out), np.asarray(reference), atol=1e-6)
+
+
+def test_merged_examples_find_their_own_pieces(documents, bert_params):
+    examples = [spans.batch_documents(order, length=LENGTH, num_passages=2, num_sentences=3, separate=SHAPE)
+                for order in (documents, documents[::-1])]
+    stacked = {name: np.stack([example.separate.arrays()[name] for example in examples])
+               for name in examples[0].separate.arrays()}
+    merged = spans.merge_separate(stacked)
+    model = _model()
+    params = heads.bi_encoder_params({"bert": bert_params})
+    _, together = spans.granularity_embeddings(
+        model, params, np.concatenate([e.input_ids for e in examples]),
+        np.concatenate([e.attention_mask for e in examples]), np.concatenate([e.span_mask for e in examples]),
+        "separate", separate=merged)  # [2 * docs, pieces, hidden]
+    alone = np.concatenate([np.asarray(spans.batch_embeddings(model, params, e, "separate")[1]) for e in examples])
+    np.testing.assert_allclose(np.asarray(together), alone, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(together[0]), np.asarray(together[3]), atol=1e-5)  # doc 0 in both
 
 
 def test_representation_must_fit_the_pooling():

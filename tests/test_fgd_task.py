@@ -29,7 +29,8 @@ def batch():
     negative = _document(11, [(1, 5), (5, 10)], [(1, 5), (5, 10)], [0, 1], seed=1)
     documents = spans.batch_documents([positive, negative], length=16, num_passages=LAYOUT.passage_rows,
                                       num_sentences=LAYOUT.sentence_rows, passages=[None, [1]],
-                                      sentences=[None, [1]], piece_length=16)
+                                      sentences=[None, [1]],
+                                      separate=spans.PieceShape(3, 8, 3, 8))
     query = np.zeros((1, 8), np.int32)
     query[0, :5] = [1, 17, 23, 42, 2]
     example = {
@@ -42,8 +43,7 @@ def batch():
         "teacher_passages": np.array([[1.0, -1.0]], np.float32), "teacher_passage_negatives": np.array([[0.5]]),
         "teacher_sentences": np.array([[2.0, 0.0]], np.float32), "teacher_sentence_negatives": np.array([[1.0]]),
         "teacher_documents": np.array([[1.0, 0.0]], np.float32), "distill": np.array([True]),
-        "piece_input_ids": documents.piece_input_ids[None],
-        "piece_attention_mask": documents.piece_attention_mask[None],
+        **{f"separate_{name}": value[None] for name, value in documents.separate.arrays().items()},
     }
     return {name: np.asarray(value) for name, value in example.items()}
 

@@ -387,7 +387,8 @@ FOUND = [
     (formats.read_run, "r.trec", "q Q0 d 1 ٣ t\n".encode(), "score must be a decimal number"),
     (formats.read_run, "r.trec", b"q Q0 d 1 1.0 t\n\xef\xbb\xbfq Q0 e 2 0.5 t\n", "byte-order mark"),
     (formats.read_trec_qrels, "q.txt", b"q 0 d " + b"9" * 5000 + b"\n", "out of the 64-bit integer range"),
-    (formats.read_corpus, "c.jsonl.gz", gzip.compress(b'{"_id": "a", "text": "x"}\n', mtime=0)[:-9], "Compressed file ended"),
+    (formats.read_corpus, "c.jsonl.gz", gzip.compress(b'{"_id": "a", "text": "x"}\n', mtime=0)[:-9],
+     "Compressed file ended"),
     (formats.read_corpus, "c.jsonl.gz", b'{"_id": "a", "text": "x"}\n', "corrupt or truncated gzip data"),
     (formats.read_run, "r.gz", gzip.compress(b"q Q0 d 1 1.0 t\n", mtime=0)[:-8] + b"\0" * 8, "CRC check failed"),
 ]

@@ -164,6 +164,7 @@ def document_piece_embeddings(
     Piece counts are padded to multiples of 8, so few shapes are compiled; `show_progress` draws a bar over batches."""
     encode = jax.jit(functools.partial(spans.granularity_embeddings, model, representation=representation))
     doc_ids = list(documents)
+    piece_lengths = spans.piece_lengths(list(documents.values()), length) if representation == "separate" else None
     result = {}
     starts = range(0, len(doc_ids), batch_size)
     for start in tqdm.tqdm(starts, desc="documents", unit="batch", leave=False, disable=not show_progress):
@@ -173,12 +174,14 @@ def document_piece_embeddings(
             batch_docs.append(batch_docs[0])
         num_passages = _round_up(max(len(d.passage_spans) for d in batch_docs), 8)
         num_sentences = _round_up(max(len(d.sentence_spans) for d in batch_docs), 8)
+        shape = None if piece_lengths is None else spans.PieceShape(  # the batch's valid pieces, padded to 64s
+            _round_up(sum(int(d.passage_mask.sum()) for d in batch_docs), 64), piece_lengths[0],
+            _round_up(sum(int(d.sentence_mask.sum()) for d in batch_docs), 64), piece_lengths[1])
         batch = spans.batch_documents(batch_docs, length=length, num_passages=num_passages,
-                                      num_sentences=num_sentences,
-                                      piece_length=length if representation == "separate" else 0)
-        document_embeddings, embeddings = encode(params, batch.input_ids, batch.attention_mask, batch.span_mask,
-                               piece_input_ids=batch.piece_input_ids,
-                               piece_attention_mask=batch.piece_attention_mask)  # [docs, pieces, hidden]
+                                      num_sentences=num_sentences, separate=shape)
+        document_embeddings, embeddings = encode(
+            params, batch.input_ids, batch.attention_mask, batch.span_mask,
+            separate=None if batch.separate is None else batch.separate.arrays())  # [docs, pieces, hidden]
         embeddings = np.asarray(embeddings, np.float32)  # [docs, pieces, hidden]
         document_embeddings = np.asarray(document_embeddings, np.float32)  # [docs, hidden]
         for row, name in enumerate(names):

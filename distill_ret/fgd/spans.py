@@ -15,7 +15,9 @@ Representations of the pieces (FGD Table 2, "fine-grained representation"):
   document the mean of all its tokens' last-layer states, each piece the mean over its span. Needs mean pooling
   (the model's queries and retrieval documents are then mean-pooled too, so training and retrieval agree).
 - "separate" ("FGD w/ Separate Pieces"): each piece encoded on its own as `[CLS] piece [SEP]` with the model's
-  pooling; the document by the model's pooling over its whole encoding.
+  pooling; the document by the model's pooling over its whole encoding. Only the valid pieces are encoded, packed
+  (`SeparatePieces`), passages and sentences each at their own length (`PieceShape`), so the cost follows the pieces
+  a batch uses, not its rows times the document length.
 Every representation applies the model's L2 normalisation, when it has one, to documents and pieces alike.
 """
 from __future__ import annotations
@@ -45,12 +47,52 @@ class SpanBatch:
     span_mask: np.ndarray  # [docs, pieces, length] bool
     piece_valid: np.ndarray  # [docs, pieces] bool
     num_passages: int  # rows [0, num_passages) are passages, the rest sentences
-    piece_input_ids: np.ndarray | None = None  # [docs, pieces, piece_length] int32: pieces encoded on their own
-    piece_attention_mask: np.ndarray | None = None  # [docs, pieces, piece_length] int32
+    separate: SeparatePieces | None = None  # the pieces as texts of their own ("separate" representation)
 
     @property
     def num_sentences(self) -> int:
         return self.span_mask.shape[1] - self.num_passages
+
+
+@dataclasses.dataclass(frozen=True)
+class PieceShape:
+    """Static shape of the "separate" representation's inputs: how many passages and sentences a batch packs, and
+    the token length ([CLS] and [SEP] included) each granularity is cut or padded to."""
+
+    passages: int
+    passage_length: int
+    sentences: int
+    sentence_length: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparatePieces:
+    """The valid pieces of a batch as `[CLS] piece [SEP]` texts, packed: passages, then sentences, and where each
+    (document, row) finds its piece in that order (`embedding_table`)."""
+
+    passage_input_ids: np.ndarray  # [passages, passage_length] int32
+    passage_attention_mask: np.ndarray  # [passages, passage_length] int32
+    sentence_input_ids: np.ndarray  # [sentences, sentence_length] int32
+    sentence_attention_mask: np.ndarray  # [sentences, sentence_length] int32
+    index: np.ndarray  # [docs, pieces] int32: row in passages ++ sentences; 0 on invalid rows (masked out)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fields by name (a pytree for jitted functions and training batches)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+def piece_lengths(documents: Sequence[SegmentedDocument], length: int, multiple: int = 8) -> tuple[int, int]:
+    """(passage_length, sentence_length): the longest valid passage and sentence of `documents` in tokens, plus
+    [CLS] and [SEP], rounded up to `multiple` and at most `length` (the document length the pieces come from)."""
+
+    def longest(spans_of, mask_of) -> int:
+        sizes = [int(end - start) for document in documents
+                 for (start, end), valid in zip(spans_of(document), mask_of(document)) if valid]
+        needed = max(sizes, default=1) + 2
+        return min(-(-needed // multiple) * multiple, length)
+
+    return (longest(lambda d: d.passage_spans, lambda d: d.passage_mask),
+            longest(lambda d: d.sentence_spans, lambda d: d.sentence_mask))
 
 
 def span_mask(spans: np.ndarray, length: int) -> np.ndarray:
@@ -81,14 +123,14 @@ def batch_documents(
     num_sentences: int,
     passages: Sequence[Sequence[int] | None] | None = None,
     sentences: Sequence[Sequence[int] | None] | None = None,
-    piece_length: int = 0,
+    separate: PieceShape | None = None,
 ) -> SpanBatch:
     """Documents padded to `length` with the spans of their pieces.
 
     passages[i] / sentences[i]: indices of document i's passages / sentences to place in its rows (None: its first
-    `num_passages` / `num_sentences`). `piece_length` > 0 also builds each piece as its own input
-    `[CLS] piece tokens [SEP]` (cut to `piece_length`) for the "separate" representation; [CLS] and [SEP] are the
-    first and last token of the document's encoding.
+    `num_passages` / `num_sentences`). `separate` also packs each valid piece as its own input
+    `[CLS] piece tokens [SEP]` (cut to its granularity's length) for the "separate" representation; [CLS] and [SEP]
+    are the first and last token of the document's encoding. ValueError when more pieces are valid than it packs.
     """
     docs = len(documents)
     ids = np.zeros((docs, length), np.int32)  # [docs, length]
@@ -108,27 +150,51 @@ def batch_documents(
     masks = np.stack([span_mask(doc_spans, length) for doc_spans in spans]) if docs else np.zeros(
         (0, spans.shape[1], length), bool)  # [docs, pieces, length]
     batch = SpanBatch(ids, attention_mask, masks & valid[..., None], valid, num_passages)
-    if piece_length:
-        piece_ids, piece_mask = _separate_pieces(documents, spans, valid, piece_length)
-        batch = dataclasses.replace(batch, piece_input_ids=piece_ids, piece_attention_mask=piece_mask)
+    if separate is not None:
+        batch = dataclasses.replace(batch, separate=_separate_pieces(documents, spans, valid, num_passages, separate))
     return batch
 
 
-def _separate_pieces(documents, spans: np.ndarray, valid: np.ndarray, piece_length: int):
-    """[docs, pieces, piece_length] ids and masks of `[CLS] piece [SEP]` inputs (invalid pieces: all padding)."""
-    if piece_length < 3:
-        raise ValueError(f"piece_length must be >= 3 ([CLS], a token, [SEP]), got {piece_length}")
-    docs, pieces = valid.shape
-    ids = np.zeros((docs, pieces, piece_length), np.int32)  # [docs, pieces, piece_length]
-    mask = np.zeros((docs, pieces, piece_length), np.int32)  # [docs, pieces, piece_length]
+def _separate_pieces(documents, spans: np.ndarray, valid: np.ndarray, num_passages: int,
+                     shape: PieceShape) -> SeparatePieces:
+    """The valid pieces packed as `[CLS] piece [SEP]` inputs (unused slots: all padding)."""
+    if min(shape.passage_length, shape.sentence_length) < 3 or min(shape.passages, shape.sentences) < 1:
+        raise ValueError(f"a PieceShape packs >= 1 piece of >= 3 tokens ([CLS], a token, [SEP]) per granularity, "
+                         f"got {shape}")
+    packed = {"passage": (shape.passages, shape.passage_length), "sentence": (shape.sentences, shape.sentence_length)}
+    ids = {name: np.zeros(size, np.int32) for name, size in packed.items()}  # [count, piece_length]
+    masks = {name: np.zeros(size, np.int32) for name, size in packed.items()}  # [count, piece_length]
+    used = {"passage": 0, "sentence": 0}
+    index = np.zeros(valid.shape, np.int32)  # [docs, pieces]
     for row, document in enumerate(documents):
         cls_id, sep_id = int(document.input_ids[0]), int(document.input_ids[-1])
         for piece in np.flatnonzero(valid[row]):
+            name = "passage" if piece < num_passages else "sentence"
+            count, piece_length = packed[name]
+            if used[name] == count:
+                raise ValueError(f"more than {count} valid {name}s in the batch, the {name}s its PieceShape packs")
             start, end = spans[row, piece]
             tokens = [cls_id, *document.input_ids[start:end][: piece_length - 2].tolist(), sep_id]
-            ids[row, piece, : len(tokens)] = tokens
-            mask[row, piece, : len(tokens)] = 1
-    return ids, mask
+            ids[name][used[name], : len(tokens)] = tokens
+            masks[name][used[name], : len(tokens)] = 1
+            index[row, piece] = used[name] + (0 if name == "passage" else shape.passages)
+            used[name] += 1
+    return SeparatePieces(ids["passage"], masks["passage"], ids["sentence"], masks["sentence"], index)
+
+
+def merge_separate(separate: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`SeparatePieces.arrays()` of `size` examples stacked along a leading axis -> those of one batch: every
+    example's passages, then every example's sentences, the index shifted to match ([size * docs, pieces])."""
+    size, passages = separate["passage_input_ids"].shape[:2]
+    sentences = separate["sentence_input_ids"].shape[1]
+    example = jnp.arange(size)[:, None, None]  # [size, 1, 1]
+    index = separate["index"]  # [size, docs, pieces]
+    shifted = jnp.where(index < passages, example * passages + index,
+                        size * passages + example * sentences + index - passages)  # [size, docs, pieces]
+    merged = {name: separate[name].reshape(-1, separate[name].shape[-1])
+              for name in ("passage_input_ids", "passage_attention_mask", "sentence_input_ids",
+                           "sentence_attention_mask")}  # [size * count, piece_length]
+    return {**merged, "index": shifted.reshape(-1, index.shape[-1])}
 
 
 def check_representation(representation: str, pooling: str) -> None:
@@ -168,29 +234,30 @@ def granularity_embeddings(
     span_masks: jax.Array,
     representation: str = "global",
     *,
-    piece_input_ids: jax.Array | None = None,
-    piece_attention_mask: jax.Array | None = None,
+    separate: dict[str, jax.Array] | None = None,
     deterministic: bool = True,
     rngs: dict | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Document tower embeddings of documents and their pieces: (documents [docs, hidden], pieces [docs, pieces,
     hidden]) float32, from `BiEncoder` params. input_ids, attention_mask [docs, length]; span_masks [docs, pieces,
     length] bool. All pieces of every granularity come from the documents' one encoding, except with "separate",
-    which encodes piece_input_ids [docs, pieces, piece_length] on their own (one more batched pass)."""
+    which encodes the packed pieces of `separate` (`SeparatePieces.arrays()`) on their own (one more pass per
+    granularity); rows without a valid piece are zero."""
     check_representation(representation, model.pooling)
     bert = Bert(model.config)
     variables = {"params": heads.bert_params_from_bi_encoder(params, "document")["bert"]}
     span_masks = span_masks.astype(bool)
     if representation == "separate":
-        if piece_input_ids is None or piece_attention_mask is None:
-            raise ValueError("the 'separate' representation needs piece_input_ids and piece_attention_mask")
+        if separate is None:
+            raise ValueError("the 'separate' representation needs the packed pieces (separate=)")
         documents = bert.apply(variables, input_ids, attention_mask, model.pooling, deterministic,
                                method=_pooled, rngs=rngs)  # [docs, hidden]
-        docs, pieces, piece_length = piece_input_ids.shape
-        flat = bert.apply(variables, piece_input_ids.reshape(docs * pieces, piece_length),
-                          piece_attention_mask.reshape(docs * pieces, piece_length), model.pooling, deterministic,
-                          method=_pooled, rngs=rngs)  # [docs * pieces, hidden]
-        piece_embeddings = flat.reshape(docs, pieces, -1)  # [docs, pieces, hidden]
+        table = jnp.concatenate([
+            bert.apply(variables, separate[f"{name}_input_ids"], separate[f"{name}_attention_mask"], model.pooling,
+                       deterministic, method=_pooled, rngs=rngs) for name in ("passage", "sentence")
+        ])  # [passages + sentences, hidden]
+        valid = span_masks.any(axis=-1)  # [docs, pieces]
+        piece_embeddings = jnp.where(valid[..., None], table[separate["index"]], 0.0)  # [docs, pieces, hidden]
     else:
         documents, piece_embeddings = bert.apply(variables, input_ids, attention_mask, span_masks, representation,
                                                  model.pooling, deterministic, method=_document_and_spans, rngs=rngs)
@@ -204,7 +271,5 @@ def batch_embeddings(model: heads.BiEncoder, params: Any, batch: SpanBatch, repr
     """`granularity_embeddings` of a SpanBatch."""
     return granularity_embeddings(model, params, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask),
                                   jnp.asarray(batch.span_mask), representation,
-                                  piece_input_ids=None if batch.piece_input_ids is None else jnp.asarray(
-                                      batch.piece_input_ids),
-                                  piece_attention_mask=None if batch.piece_attention_mask is None else jnp.asarray(
-                                      batch.piece_attention_mask), **options)
+                                  separate=None if batch.separate is None else jax.tree.map(
+                                      jnp.asarray, batch.separate.arrays()), **options)

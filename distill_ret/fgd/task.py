@@ -116,6 +116,11 @@ class FgdExamples:
         self.pairs, self.documents, self.negatives, self.layout = list(pairs), documents, negatives, layout
         self.distill = [True] * len(self.pairs) if distill is None else list(distill)  # per pair: distillation on
         self.max_length, self.representation = max_length, representation
+        self.piece_shape = None  # "separate": every valid piece an example can hold, at the corpus's longest pieces
+        if representation == "separate":
+            passage_length, sentence_length = spans.piece_lengths(list(documents.segmented.values()), max_length)
+            self.piece_shape = spans.PieceShape(layout.num_passages + layout.passage_negatives, passage_length,
+                                                layout.num_sentences + layout.sentence_negatives, sentence_length)
         queries = sorted({qid for qid, _ in self.pairs})
         encoded = documents.tokenizer([documents.dataset.queries[qid] for qid in queries], truncation=True,
                                       max_length=query_max_length)["input_ids"]
@@ -168,7 +173,7 @@ class FgdExamples:
         batch = spans.batch_documents([self.documents.segmented[d] for d in padded_docs], length=self.max_length,
                                       num_passages=layout.passage_rows, num_sentences=layout.sentence_rows,
                                       passages=padded_passages, sentences=padded_sentences,
-                                      piece_length=self.max_length if self.representation == "separate" else 0)
+                                      separate=self.piece_shape)
         query = np.zeros((self.query_max_length,), np.int32)  # [query_length]
         query[: len(self._query_ids[qid])] = self._query_ids[qid]
         example = {
@@ -184,9 +189,8 @@ class FgdExamples:
             **_references("passage", passage_refs, layout.passage_negatives),
             **_references("sentence", sentence_refs, layout.sentence_negatives),
         }
-        if batch.piece_input_ids is not None:
-            example["piece_input_ids"] = batch.piece_input_ids  # [docs, rows, piece_length]
-            example["piece_attention_mask"] = batch.piece_attention_mask  # [docs, rows, piece_length]
+        if batch.separate is not None:  # [pieces, piece_length] per granularity; index [docs, rows]
+            example.update({f"separate_{name}": value for name, value in batch.separate.arrays().items()})
         if self.teacher is not None:
             example.update({name: values[index] for name, values in self.teacher.items()})
         # Negative pieces are valid only where their rows kept tokens after truncation.
@@ -287,16 +291,15 @@ def make_loss_fn(model: heads.BiEncoder, layout: objective.Layout, switches: obj
                               method=heads.BiEncoder.encode_queries)  # [batch, hidden]
         size, docs, length = batch["document_input_ids"].shape
         rows = batch["span_mask"].shape[2]
-        pieces_input = {}
+        separate = None
         if representation == "separate":
-            piece_length = batch["piece_input_ids"].shape[-1]
-            pieces_input = {name: batch[name].reshape(size * docs, rows, piece_length)
-                            for name in ("piece_input_ids", "piece_attention_mask")}
+            separate = spans.merge_separate({name.removeprefix("separate_"): value for name, value in batch.items()
+                                             if name.startswith("separate_")})
         documents, pieces = spans.granularity_embeddings(
             model, params, batch["document_input_ids"].reshape(size * docs, length),
             batch["document_attention_mask"].reshape(size * docs, length),
             batch["span_mask"].reshape(size * docs, rows, length), representation, deterministic=False,
-            rngs={"dropout": document_rng}, **pieces_input)  # [b * docs, hidden], [b * docs, rows, hidden]
+            rngs={"dropout": document_rng}, separate=separate)  # [b * docs, hidden], [b * docs, rows, hidden]
         return objective.fgd_loss(queries, documents.reshape(size, docs, -1), pieces.reshape(size, docs, rows, -1),
                                   batch, layout, switches)
 

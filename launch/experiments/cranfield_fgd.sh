@@ -48,7 +48,9 @@ ablation_switches() {
     with_doc) switches=(--config.fgd.document_distillation=True) ;;  # "w/ doc-distill"
     fg_pooling) switches=(--config.fgd.representation=fg_pooling) ;;  # pieces mean-pooled, documents [CLS]
     all_pooling) switches=(--config.fgd.representation=all_pooling --config.model.pooling=mean) ;;
-    separate) switches=(--config.fgd.representation=separate) ;;  # pieces encoded as texts of their own
+    # pieces encoded as texts of their own: ~10x the tokens of FGD's one encoding per document, so micro-batches of
+    # 2 (the same gradient: every loss term is per example, no in-batch negatives) keep a step within 24 GiB
+    separate) switches=(--config.fgd.representation=separate --config.train.grad_accum_steps=4) ;;
     *) echo "$0: unknown ablation '$1' (no_passage no_sentence with_doc fg_pooling all_pooling separate)" >&2
        exit 1 ;;
   esac
