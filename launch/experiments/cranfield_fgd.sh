@@ -155,7 +155,8 @@ for seed in $SEEDS; do
     if [[ $ablation == all_pooling ]]; then  # mean-pooled documents: a run cannot change its pooling, so its own warm-up
       warmup=$ROOT/stage1_mean_pooling
       stage "stage1_mean_pooling" "$warmup/train.done" \
-        train "$warmup" --config="$WARMUP" --config.train.seed="$STAGE1_SEED" --config.model.pooling=mean
+        train "$warmup" --config="$WARMUP" --config.train.seed="$STAGE1_SEED" --config.model.pooling=mean \
+        --config.fgd.representation=all_pooling
     fi
     workdir=$run/ablation=$ablation
     stage "seed$seed/ablation=$ablation" "$workdir/train.done" \
