@@ -225,7 +225,6 @@ def test_separate_examples_pack_every_used_piece_as_its_own_text(beir_dir, token
                                                  layout.num_sentences + layout.sentence_negatives)
     for index in range(len(examples)):
         example = examples[index]
-        _, slots, _, _ = examples.group(index)
         packed = {name: example[f"separate_{name}_input_ids"] for name in ("passage", "sentence")}
         valid = example["span_mask"].any(-1)  # [docs, rows]
         for slot, row in zip(*np.nonzero(valid)):

@@ -68,7 +68,7 @@ class PieceShape:
 @dataclasses.dataclass(frozen=True)
 class SeparatePieces:
     """The valid pieces of a batch as `[CLS] piece [SEP]` texts, packed: passages, then sentences, and where each
-    (document, row) finds its piece in that order (`embedding_table`)."""
+    (document, row) finds its piece in that order (`index`)."""
 
     passage_input_ids: np.ndarray  # [passages, passage_length] int32
     passage_attention_mask: np.ndarray  # [passages, passage_length] int32
@@ -191,9 +191,8 @@ def merge_separate(separate: dict[str, jax.Array]) -> dict[str, jax.Array]:
     index = separate["index"]  # [size, docs, pieces]
     shifted = jnp.where(index < passages, example * passages + index,
                         size * passages + example * sentences + index - passages)  # [size, docs, pieces]
-    merged = {name: separate[name].reshape(-1, separate[name].shape[-1])
-              for name in ("passage_input_ids", "passage_attention_mask", "sentence_input_ids",
-                           "sentence_attention_mask")}  # [size * count, piece_length]
+    merged = {name: value.reshape(-1, value.shape[-1])
+              for name, value in separate.items() if name != "index"}  # [size * count, piece_length]
     return {**merged, "index": shifted.reshape(-1, index.shape[-1])}
 
 
