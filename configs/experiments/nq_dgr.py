@@ -58,9 +58,6 @@ _CONFIGS = pathlib.Path(__file__).parents[1]
 _COMMON = importlib.util.spec_from_file_location("configs_common", _CONFIGS / "common.py")
 common = importlib.util.module_from_spec(_COMMON)
 _COMMON.loader.exec_module(common)
-_RETRIEVE = importlib.util.spec_from_file_location("configs_retrieve", _CONFIGS / "retrieve.py")
-retrieve = importlib.util.module_from_spec(_RETRIEVE)
-_RETRIEVE.loader.exec_module(retrieve)
 _DGR = importlib.util.spec_from_file_location("configs_dgr", _CONFIGS / "dgr.py")
 dgr = importlib.util.module_from_spec(_DGR)
 _DGR.loader.exec_module(dgr)
@@ -69,85 +66,14 @@ PRESETS = ("stage1", "stage2")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = common.pick_preset(PRESETS, arg, __file__)
-    root = common.REPO_ROOT / "workdirs" / "nq_dgr"
-    config = ml_collections.ConfigDict()
-    config.task = "dgr"  # registered task (distill_ret/training/tasks.py TASKS)
-
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "nq"  # builder of DPR's NQ files
-    common.add_builder_fields(config.data, raw_dir="", data_dir=str(common.DATA_DIR))
-    config.data.config_name = "nq"  # fixed build name, so the export's path is known
-    config.data.beir_dir = str(common.DATA_DIR / "beir_layout" / "nq" / "nq")  # the build's BEIR export (read)
-    config.data.train_split = "train"  # qrels split whose judged pairs give the retrieval pairs
-    config.data.min_positive_gain = 1  # judged passages with at least this gain are retrieval targets
-    config.data.indexing_input = "passage"  # indexing input: the passage's title and text
-    config.data.indexing_spans = 3  # spans per passage when indexing_input="spans"
-    config.data.indexing_span_words = 16  # words per span when indexing_input="spans"
-    config.data.retrieval_copies = 1  # copies of the retrieval pairs beside one of the indexing pairs
-    config.data.max_input_length = 192  # input tokens (a title and 100 words)
-    config.data.seed = 0  # seed of the indexing spans
-
-    config.identifiers = retrieve.identifiers()
-    config.identifiers.dir = str(root / "identifiers")  # shared
-    config.identifiers.max_tokens = 32  # tokens per identifier, EOS included
-    config.identifiers.title.weight = 1.0  # the Wikipedia page title (shared by the page's passages)
-    config.identifiers.atomic.weight = 0.0  # no atomic docids
-    config.identifiers.semantic.weight = 0.0  # no semantic docids
-    config.identifiers.spans.weight = 1.0  # spans of the passage text (or pseudo-queries from spans.file)
-    config.identifiers.spans.per_passage = 10  # spans drawn per passage
-    config.identifiers.spans.words = 10  # words per span
-
-    config.model = ml_collections.ConfigDict()  # T5-base (v1.0); ignored when init_from names an HF directory
-    config.model.vocab_size = 32128  # T5's SentencePiece vocabulary (ids 0 = pad, 1 = EOS)
-    config.model.d_model = 768  # hidden size
-    config.model.d_kv = 64  # size of one attention head
-    config.model.d_ff = 3072  # feed-forward inner size
-    config.model.num_layers = 12  # encoder layers
-    config.model.num_decoder_layers = 12  # decoder layers
-    config.model.num_heads = 12  # attention heads
-    config.model.relative_attention_num_buckets = 32  # position buckets
-    config.model.relative_attention_max_distance = 128  # bucket range
-    config.model.dropout_rate = 0.1  # dropout in training (evaluation is deterministic)
-    config.model.feed_forward_proj = "relu"  # T5 v1.0
-    config.model.tie_word_embeddings = True  # T5 v1.0 ties the lm head to the embedding
-    config.model.dtype = "bfloat16"  # compute dtype (parameters stay float32)
-    config.model.init_from = ""  # the T5-base HF directory, or a dgr run's workdir; "" = random init
-    config.model.init_step = "best"  # when init_from is a run: "best", "latest" or a step number
-
-    if preset == "stage1":
-        config.train = common.train(batch_size=256, num_steps=200000, learning_rate=1e-4, warmup_steps=1000,
-                                    log_every=100)
-    else:
-        config.train = common.train(batch_size=64, num_steps=3000, learning_rate=5e-5, warmup_steps=200,
-                                    log_every=50)
-    every = 10000 if preset == "stage1" else 500
-    config.mesh = common.mesh("data_parallel")
-    config.checkpoint = common.checkpoint(every=every, keep=2, best_metric="dev/Success@20", best_mode="max")
-    config.evals = ml_collections.ConfigDict()  # named dev evaluators (training.evaluators)
-    config.evals.dev = common.evaluator("generative", every)
-    config.evals.dev.split = "dev"  # qrels split whose queries are retrieved
-    config.evals.dev.num_beams = 20  # beams of the constrained search
-    config.evals.dev.length_penalty = 0.0  # identifier score = log-likelihood / length**length_penalty
-    config.evals.dev.aggregation = "logsumexp"  # a passage's decoded identifiers per view: sum | max | logsumexp
-    config.evals.dev.batch_size = 256  # queries per search (rounded up to the mesh's data x fsdp)
-    config.evals.dev.max_query_length = 32  # query tokens
-    common.add_measures(config.evals.dev, "Success@5,Success@20,Success@100,MRR@10")
-    if preset == "stage2":
-        add_stage_two(config, root)
-    return config
-
-
-def add_stage_two(config: ml_collections.ConfigDict, root: pathlib.Path) -> None:
-    """configs/dgr.py's stage-2 sections (`stage`, `candidates`, `teacher`, `distill`) with the paper-scale values."""
-    dgr.add_stage_two(config, False, config.data.name, root)
-    config.model.init_from = str(root / "stage1")  # the stage-1 run (its init_step checkpoint; T5 config from it)
-    config.candidates.depth = 100  # student passages per query ranked by the teacher (with the judged positives)
-    config.candidates.num_beams = 100  # beams of the student's search (a passage may take several: <= 100 kept)
-    config.candidates.batch_size = 256  # queries per search (rounded up to the mesh's data x fsdp)
-    config.candidates.max_query_length = 32  # query tokens, as evals.dev
-    config.teacher.path = ""  # required: a BERT cross-encoder HF directory or cross-encoder train workdir
-    config.teacher.batch_size = 256  # (query, passage) pairs per scoring batch
-    config.distill.list_size = 10  # passages per ranked list (M); ours: the released M is not known here
-    config.distill.base_margin = 1.0  # ranknet m_base in log-likelihood units (released 300 on summed scores): tune
-    config.distill.gap_margin = 0.5  # ranknet m_gap in log-likelihood units (released 100): tune on dev
+    return dgr.paper_scale(
+        common.pick_preset(PRESETS, arg, __file__),
+        name="nq",
+        max_input_length=192,  # a title and 100 words
+        title_weight=1.0,  # the Wikipedia page title
+        stage1_steps=200000,
+        stage2_steps=3000,
+        stage2_every=500,  # stage 2's checkpoint and dev evaluation interval (stage 1: 10,000)
+        best_metric="dev/Success@20",
+        measures="Success@5,Success@20,Success@100,MRR@10",
+    )
