@@ -1,5 +1,6 @@
-"""The experiment scripts' stage lists (DRY=1 prints each stage instead of running it): every shared stage once, the
-seeded stages once per seed in SEEDS, none when SEEDS is set but empty."""
+"""The experiment scripts: they parse; the shared `stage` (launch/experiments/stages.sh) runs, skips and dry-runs a
+stage with one line each; their stage lists (DRY=1 prints each stage instead of running it): every shared stage once,
+the seeded stages once per seed in SEEDS, none when SEEDS is set but empty."""
 import os
 import pathlib
 import re
@@ -11,6 +12,14 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ["baselines/data", "baselines/bm25", "baselines/minilm", "baselines/teacher", "stage1", "mine",
           "stage1/retrieve"]
+SCRIPTS = sorted(REPO_ROOT.glob("launch/**/*.sh"))
+
+
+def _bash(script: str, **env) -> subprocess.CompletedProcess:
+    """`script` in bash from the repository root, with this Python's bin directory first on PATH."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PATH": path, **env}, timeout=120)
 
 
 def _seeded(seed):
@@ -30,7 +39,7 @@ def _run(script, tmp_path, **environment):
 def _stages(script, tmp_path, **environment):
     result = _run(script, tmp_path, **environment)
     assert result.returncode == 0, result.stderr
-    return re.findall(r"^stage (\S+): (?:would run|skipped)", result.stdout, flags=re.MULTILINE)
+    return re.findall(r"^\[\w+\] (\S+): (?:would run|skipped)", result.stdout, flags=re.MULTILINE)
 
 
 @pytest.mark.parametrize("script", ["cranfield_fgd.sh", "pydocs_fgd.sh"])
@@ -43,7 +52,7 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     expected.insert(expected.index("seed1/ablation=all_pooling"), "stage1_mean_pooling")  # its own warm-up
     assert _stages(script, tmp_path, SEEDS="1", ABLATIONS=ablations) == SHARED + _seeded(1) + expected
     refused = _run(script, tmp_path, ABLATIONS="no_passage bogus")
-    assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and "stage" not in refused.stdout
+    assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and refused.stdout == ""
 
 
 def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):
@@ -70,3 +79,38 @@ def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):
                                       for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
     assert _stages("fgd_sweeps.sh", tmp_path, DATASET="cranfield", LAMBDAS="", STEPS="",
                    **environment) == seeded(0, lambdas=(), steps=(), every_pair=False)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
+def test_every_launch_script_parses(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_stage_runs_a_missing_output_and_skips_an_existing_one(tmp_path):
+    output = tmp_path / "out.txt"
+    run = f'set -e; STAGE_TAG=t; source launch/experiments/stages.sh; stage one "{output}" touch "{output}"; ' \
+          f'stage two "{output}" false'
+    result = _bash(run)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"\[t\] one: ran in \d+ s", lines[0])
+    assert lines[1] == f"[t] two: skipped ({output} exists)"
+    assert output.exists()
+
+
+def test_stage_dry_run_prints_the_command_and_runs_nothing(tmp_path):
+    output = tmp_path / "out.txt"
+    result = _bash(f'set -e; STAGE_TAG=t; source launch/experiments/stages.sh; stage one "{output}" touch "{output}"',
+                   DRY="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"[t] one: would run: touch {output}\n"
+    assert not output.exists()
+
+
+def test_a_failing_stage_stops_the_script(tmp_path):
+    output = tmp_path / "out.txt"
+    result = _bash(f'set -e; source launch/experiments/stages.sh; stage one "{output}" false; echo after')
+    assert result.returncode != 0
+    assert result.stdout == ""

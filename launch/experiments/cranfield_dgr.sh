@@ -43,13 +43,8 @@ VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tok
 --config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=0.0 --config.identifiers.semantic.weight=0.0 \
 --config.identifiers.spans.weight=0.0"
 
-stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
-  local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "[${DATASET}_dgr] $name: skipped ($done_file exists)"; return; fi
-  local start=$SECONDS
-  "$@"
-  echo "[${DATASET}_dgr] $name: ran in $((SECONDS - start)) s"
-}
+STAGE_TAG="${DATASET}_dgr"
+source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 
 teacher_flags() {
   case $1 in

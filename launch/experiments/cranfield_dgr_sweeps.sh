@@ -65,13 +65,7 @@ case $TEACHER in
   *) echo "unknown teacher $TEACHER (ce | minilm)" >&2; exit 2 ;;
 esac
 
-stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
-  local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "[cranfield_dgr_sweeps] $name: skipped ($done_file exists)"; return; fi
-  local start=$SECONDS
-  "$@"
-  echo "[cranfield_dgr_sweeps] $name: ran in $((SECONDS - start)) s"
-}
+source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 
 split_run() {  # split_run SPLIT WORKDIR MODEL STEP: MODEL's checkpoint STEP retrieved on SPLIT, written to WORKDIR
   stage "$2 $1" "$2/$1.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:cranfield \

@@ -57,22 +57,8 @@ ablation_switches() {
 }
 for ablation in $ABLATIONS; do ablation_switches "$ablation"; done  # every name checked before any stage runs
 
-# stage NAME OUTPUT COMMAND...: runs COMMAND unless OUTPUT exists; prints one line either way.
-stage() {
-  local name=$1 output=$2
-  shift 2
-  if [[ -e "$output" ]]; then
-    echo "stage $name: skipped ($output exists)"
-    return
-  fi
-  if [[ "$DRY" == 1 ]]; then
-    echo "stage $name: would run: $*"
-    return
-  fi
-  local start=$SECONDS
-  "$@"
-  echo "stage $name: ran in $((SECONDS - start)) s"
-}
+STAGE_TAG="${DATASET}_fgd"
+source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 
 # train WORKDIR ARGS...: a training stage; train.done marks it finished.
 train() {

@@ -16,13 +16,7 @@ DISTILL_RET=${DISTILL_RET:-distill-ret}
 PYTHON=${PYTHON:-python}
 MEASURES=nDCG@10,MRR@10,R@10,R@100
 
-stage() {  # stage NAME DONE_FILE COMMAND...: runs COMMAND unless DONE_FILE exists, and says which with the seconds
-  local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "[cranfield_teachers] $name: skipped ($done_file exists)"; return; fi
-  local start=$SECONDS
-  "$@"
-  echo "[cranfield_teachers] $name: ran in $((SECONDS - start)) s"
-}
+source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 
 mkdir -p "$ROOT"
 stage "cross-encoder" "$CROSS_ENCODER/train.done" bash -c "$DISTILL_RET train \

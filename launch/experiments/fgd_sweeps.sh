@@ -61,22 +61,8 @@ for needed in "$TABLE_ROOT/stage1/train.done" "$NEGATIVES"; do
   fi
 done
 
-# stage NAME OUTPUT COMMAND...: runs COMMAND unless OUTPUT exists; prints one line either way.
-stage() {
-  local name=$1 output=$2
-  shift 2
-  if [[ -e "$output" ]]; then
-    echo "stage $name: skipped ($output exists)"
-    return
-  fi
-  if [[ "$DRY" == 1 ]]; then
-    echo "stage $name: would run: $*"
-    return
-  fi
-  local start=$SECONDS
-  "$@"
-  echo "stage $name: ran in $((SECONDS - start)) s"
-}
+STAGE_TAG="${DATASET}_fgd_sweeps"
+source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 
 # train_and_retrieve NAME WORKDIR SEED [GAMMA_DIR] -- ARGS...: stage 2 from the table's warm-up and negatives with
 # ARGS, its test run in WORKDIR, and when GAMMA_DIR is given the multi-vector test run there.
