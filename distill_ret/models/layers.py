@@ -231,11 +231,6 @@ class MultiHeadAttention(nn.Module):
         return query, key, value, mask, bias
 
 
-def make_attention_mask(query_valid: jax.Array, key_valid: jax.Array) -> jax.Array:
-    """[b, q] and [b, k] validity -> boolean mask [b, 1, q, k]."""
-    return jnp.logical_and(query_valid[:, None, :, None], key_valid[:, None, None, :])
-
-
 def make_causal_mask(length: int) -> jax.Array:
     """Lower-triangular mask [1, 1, length, length]."""
     return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
