@@ -49,7 +49,8 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     assert _stages(script, tmp_path, SEEDS="") == SHARED
     ablations = "no_passage no_sentence with_doc fg_pooling all_pooling separate"
     expected = [f"seed1/ablation={name}{part}" for name in ablations.split() for part in ("", "/retrieve")]
-    expected.insert(expected.index("seed1/ablation=all_pooling"), "stage1_mean_pooling")  # its own warm-up
+    at = expected.index("seed1/ablation=all_pooling")
+    expected[at:at] = ["stage1_mean_pooling", "stage1_mean_pooling/retrieve"]  # its own warm-up
     assert _stages(script, tmp_path, SEEDS="1", ABLATIONS=ablations) == SHARED + _seeded(1) + expected
     refused = _run(script, tmp_path, ABLATIONS="no_passage bogus")
     assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and refused.stdout == ""

@@ -19,7 +19,7 @@
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), ABLATIONS (default
 # none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
 # fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache, except
-# all_pooling: its own mean-pooled warm-up, $ROOT/stage1_mean_pooling, trained once).
+# all_pooling: its own mean-pooled warm-up, $ROOT/stage1_mean_pooling, trained and retrieved once).
 set -euo pipefail
 
 DATASET=${DATASET:-cranfield}
@@ -143,6 +143,8 @@ for seed in $SEEDS; do
       stage "stage1_mean_pooling" "$warmup/train.done" \
         train "$warmup" --config="$WARMUP" --config.train.seed="$STAGE1_SEED" --config.model.pooling=mean \
         --config.fgd.representation=all_pooling
+      stage "stage1_mean_pooling/retrieve" "$warmup/retrieve-test.metrics.json" \
+        retrieve "$warmup" "$warmup" "${switches[@]}"
     fi
     workdir=$run/ablation=$ablation
     stage "seed$seed/ablation=$ablation" "$workdir/train.done" \
