@@ -115,3 +115,16 @@ def test_a_failing_stage_stops_the_script(tmp_path):
     result = _bash(f'set -e; source launch/experiments/stages.sh; stage one "{output}" false; echo after')
     assert result.returncode != 0
     assert result.stdout == ""
+
+
+def test_stage_dry_run_of_a_function_prints_the_commands_it_runs(tmp_path):
+    output = tmp_path / "out.txt"
+    script = (f'set -e; STAGE_TAG=t; source launch/experiments/stages.sh; '
+              f'make() {{ run echo made "$1" && run touch "$1"; }}; stage one "{output}" make "{output}"')
+    result = _bash(script, DRY="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"[t] one: would run:\n  echo made {output}\n  touch {output}\n"
+    assert not output.exists()
+    result = _bash(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"made {output}" and output.exists()

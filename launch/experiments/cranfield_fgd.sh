@@ -64,14 +64,14 @@ source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 train() {
   local workdir=$1
   shift
-  "$CLI" train --workdir="$workdir" "$@" $EXTRA_ARGS && touch "$workdir/train.done"
+  run "$CLI" train --workdir="$workdir" "$@" $EXTRA_ARGS && run touch "$workdir/train.done"
 }
 
 # retrieve WORKDIR MODEL ARGS...: the test-split run of MODEL and its metrics in WORKDIR.
 retrieve() {
   local workdir=$1 model=$2
   shift 2
-  "$CLI" retrieve --config="$STAGE2" --workdir="$workdir" --config.model.init_from="$model" \
+  run "$CLI" retrieve --config="$STAGE2" --workdir="$workdir" --config.model.init_from="$model" \
     --config.retrieve.split=test --config.retrieve.measures="$MEASURES" "$@" $EXTRA_ARGS
 }
 

@@ -79,14 +79,14 @@ train_and_retrieve() {
 train() {
   local workdir=$1
   shift
-  "$CLI" train --config="$PRESET" --workdir="$workdir" --config.model.init_from="$TABLE_ROOT/stage1" \
-    --config.data.negatives_file="$NEGATIVES" $BASE_ARGS "$@" && touch "$workdir/train.done"
+  run "$CLI" train --config="$PRESET" --workdir="$workdir" --config.model.init_from="$TABLE_ROOT/stage1" \
+    --config.data.negatives_file="$NEGATIVES" $BASE_ARGS "$@" && run touch "$workdir/train.done"
 }
 
 retrieve() {
   local workdir=$1 model=$2
   shift 2
-  "$CLI" retrieve --config="$PRESET" --workdir="$workdir" --config.model.init_from="$model" \
+  run "$CLI" retrieve --config="$PRESET" --workdir="$workdir" --config.model.init_from="$model" \
     --config.retrieve.split=test --config.retrieve.measures="$MEASURES" $BASE_ARGS "$@"
 }
 
