@@ -99,6 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.fgd_stage2 = fgd.get_config("pydocs")  # FGD from the warm-up, mined negatives, MiniLM piece scores
     _small_fgd(config.fgd_stage2, full)
+    config.fgd_stage2.fgd.teacher_temperature = 0.05  # the MiniLM teacher's cosines at the scale it was trained at
+    config.fgd_stage2.fgd.distill_visible_only = True  # piece KD only where the judged passage fits max_length
     config.fgd_stage2.train.num_steps = 8 if full else 2  # optimizer updates (FGD and FGD without KD)
     config.fgd_stage2.train.warmup_steps = 1 if full else 0  # linear warm-up
     config.fgd_stage2.mine.passage_pool = 8 if full else 4  # negative passages kept per query
@@ -134,7 +136,7 @@ def _small_t5(section: ml_collections.ConfigDict, full: bool) -> None:
 
 
 def _small_fgd(section: ml_collections.ConfigDict, full: bool) -> None:
-    """Short MiniLM inputs and few negatives and pieces (both FGD stages)."""
+    """Short MiniLM inputs, few negatives and pieces, normalised embeddings scored at τ = 0.05 (both FGD stages)."""
     section.model.init_from = common.minilm_dir() if full else ""  # stage 1 starts from MiniLM (small: random)
     section.model.tokenizer_dir = "" if full else common.minilm_dir()  # "" = init_from's; small: MiniLM's
     section.data.max_length = 128 if full else 64  # document tokens
@@ -148,3 +150,5 @@ def _small_fgd(section: ml_collections.ConfigDict, full: bool) -> None:
     section.train.learning_rate = 3e-5  # peak learning rate
     section.train.log_every = 2 if full else 1  # steps between train-loss records
     section.retrieve.batch_size = 32 if full else 8  # texts or documents per encoding batch
+    section.model.normalize = True  # cosine students (README "FGD on pydocs": every row rises)
+    section.fgd.temperature = 0.05  # τ for cosine scores
