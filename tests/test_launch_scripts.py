@@ -56,6 +56,21 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and refused.stdout == ""
 
 
+
+def test_the_zero_shot_baseline_reads_the_documents_as_the_students_do(tmp_path):
+    def commands(**environment):
+        result = _run("pydocs_fgd.sh", tmp_path, SEEDS="", **environment)
+        assert result.returncode == 0, result.stderr
+        return {name: command for name, command in
+                re.findall(r"^\[\w+\] (\S+): would run:\s+(.*)$", result.stdout, flags=re.MULTILINE)}
+
+    extra = "--config.data.max_length=512 --config.train.num_steps=3 --config.data.visible_positives_only=True"
+    minilm = commands(EXTRA_ARGS=extra)["baselines/minilm"].split()
+    assert minilm[-2:] == ["--config.data.max_length=512", "--config.data.visible_positives_only=True"]
+    assert "--config.train.num_steps=3" not in minilm  # training overrides stay with the training stages
+    assert "--config.train.num_steps=3" in commands(EXTRA_ARGS=extra)["mine"].split()
+    assert not any(word.startswith("--config.data.") for word in commands()["baselines/minilm"].split())
+
 def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):
     def seeded(seed, lambdas=("2", "4"), steps=("180",), every_pair=True):
         stages = []

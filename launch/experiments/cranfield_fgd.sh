@@ -15,7 +15,8 @@
 #
 # Environment: SEEDS (default "0 1 2"; SEEDS="" runs only the unseeded stages), STAGE1_SEED (default 0), ROOT (default workdirs/experiments/<data set>_fgd, relative to the
 # repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
-# stage, e.g. shorter training), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
+# stage, e.g. shorter training; its --config.data.* ones also reach the zero-shot MiniLM baseline, which then reads
+# the documents as the students do, e.g. --config.data.max_length=512), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), ABLATIONS (default
 # none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
 # fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache, except
@@ -28,6 +29,8 @@ STAGE1_SEED=${STAGE1_SEED:-0}
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd}
 CLI=${DISTILL_RET:-distill-ret}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+DATA_ARGS=()  # the --config.data.* words of EXTRA_ARGS: how the documents are read
+for word in $EXTRA_ARGS; do [[ $word == --config.data.* ]] && DATA_ARGS+=("$word"); done
 DRY=${DRY:-0}
 ABLATIONS=${ABLATIONS-}
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
@@ -104,7 +107,7 @@ stage "baselines/bm25" "$base/bm25/bm25-test.metrics.json" \
 stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
   "$CLI" retrieve --config="$STAGE2" --workdir="$base/minilm" --config.model.pooling=mean \
   --config.model.normalize=True --config.fgd.representation=all_pooling --config.retrieve.split=test \
-  --config.retrieve.measures="$MEASURES"
+  --config.retrieve.measures="$MEASURES" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
 stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
   "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" --config.data.beir_dir="$EXPORT" \
   --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" --config.rerank.depth=100 \
