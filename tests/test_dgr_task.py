@@ -18,7 +18,7 @@ from distill_ret.dgr import task as dgr_task
 from distill_ret.errors import ConfigError
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models.t5 import T5, shift_right
-from distill_ret.training import checkpointing, evaluators, partitioning, trainer
+from distill_ret.training import checkpointing, evaluators, partitioning, state, trainer
 
 CORPUS = {
     "d0": formats.Document("d0", "wing lift", "lift of a swept wing at supersonic speed"),
@@ -137,6 +137,16 @@ def test_training_lowers_the_loss_and_keeps_the_best_dev_checkpoint(beir_dir, tm
     from_hf.model.init_from = str(tmp_path / "hf")  # an HF T5 directory and its own tokenizer
     assert_same(init_params(from_hf), best.params)
 
+
+
+def test_a_checkpoint_gives_the_architecture_and_the_config_the_compute_dtype(beir_dir, tmp_path):
+    config = tiny_config(beir_dir, tmp_path / "identifiers")
+    source_config = dgr_task.model_config(config, None)
+    params = nn.unbox(dgr_task.build_task(config).init_params(jax.random.PRNGKey(0)))
+    hf.export_to_hf(params, source_config, tmp_path / "hf", load_tokenizer(tmp_path / "identifiers"))
+    config.model.update(dtype="bfloat16", d_model=source_config.d_model * 2)  # architecture fields yield to the source
+    found = dgr_task.model_config(config, state.read_init_source(str(tmp_path / "hf")))
+    assert found == source_config.replace(dtype="bfloat16")
 
 @pytest.mark.parametrize("overrides, message", [
     ({"data.indexing_input": "words"}, "config.data.indexing_input='words'"),
