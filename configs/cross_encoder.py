@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_step = "best"  # when init_from is a run: its "best" or "latest" checkpoint, or a step number
     config.model.tokenizer_dir = ""  # tokenizer directory; "" = init_from's (the HF dir, or the run's model record)
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    config.model.remat = False  # recompute layer activations in the backward pass: less memory, ~1/3 more compute
     config.model.hidden_size = 32  # random init only: hidden width
     config.model.num_hidden_layers = 2  # random init only: layers
     config.model.num_attention_heads = 4  # random init only: attention heads

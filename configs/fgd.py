@@ -66,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_step = "best"  # when init_from is a run: "best", "latest" or a step number
     config.model.tokenizer_dir = ""  # tokenizer directory; "" = init_from's
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    config.model.remat = False  # recompute layer activations in the backward pass: less memory, ~1/3 more compute
     config.model.pooling = "cls"  # "cls" (the paper; eq. 7 needs it) or "mean" (the All pooling row)
     config.model.normalize = False  # L2-normalise query and document embeddings
     config.model.tied = True  # one encoder for queries and documents

@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.feed_forward_proj = "relu"  # "relu" (T5 v1.0) or "gated-gelu" (v1.1)
     config.model.tie_word_embeddings = True  # share input embedding and output projection (v1.0)
     config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (parameters stay float32)
+    config.model.remat = False  # recompute layer activations in the backward pass: less memory, ~1/3 more compute
     config.model.init_from = ""  # a t5_reverse run's workdir or an HF T5 directory of this architecture; "" = random
     config.model.init_step = "best"  # when init_from is a run: its "best" or "latest" checkpoint, or a step number
 

@@ -1,10 +1,14 @@
-"""Flax BERT: padding invariance, dropout switch, bfloat16, config validation and FGD span embeddings (eq. 7)."""
+"""Flax BERT: padding invariance, dropout switch, bfloat16, remat, config validation and FGD span embeddings
+(eq. 7)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bert_helpers import random_params, max_abs_diff, padded_batch, tiny_config
+from remat_helpers import saved_activations
 from distill_ret.models.bert import Bert, BertConfig
 
 
@@ -140,6 +144,34 @@ def test_bfloat16_compute_is_close_to_float32(model_and_params):
                                         * jnp.linalg.norm(bf16.astype(jnp.float32), axis=-1))
     assert float(jnp.min(cosine)) > 0.99
 
+
+
+def test_remat_changes_memory_not_parameters_outputs_or_gradients():
+    config = tiny_config()
+    ids, mask, types = padded_batch()
+    params = random_params(Bert(config), ids, mask, types, seed=3)
+    remat = config.replace(remat=True)
+    shapes = lambda model: jax.tree.map(lambda leaf: leaf.shape, jax.eval_shape(
+        model.init, jax.random.PRNGKey(0), jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))["params"])
+    assert shapes(Bert(remat)) == shapes(Bert(config))  # same names: HF mapping and checkpoints are unchanged
+
+    def loss(model_config, params):  # documents and spans (eq. 7), with dropout: the remat path draws the same masks
+        model = Bert(model_config)
+        rngs = {"dropout": jax.random.PRNGKey(5)}
+        output = model.apply({"params": params}, ids, mask, types, deterministic=False, rngs=rngs)
+        spans = model.apply({"params": params}, output.last_layer_input, jnp.asarray(mask),
+                            jnp.asarray(mask[:, None, :] * np.array([1, 0] * 6)), deterministic=False, rngs=rngs,
+                            method=Bert.span_embeddings)  # [batch, 1, hidden]: every other token
+        return jnp.sum(output.last_hidden_state[:, 0] ** 2) + jnp.sum(jnp.tanh(spans))
+
+    value, grads = jax.jit(jax.value_and_grad(functools.partial(loss, config)))(params)
+    remat_value, remat_grads = jax.jit(jax.value_and_grad(functools.partial(loss, remat)))(params)
+    assert float(jnp.abs(value - remat_value)) < 1e-5
+    assert max(jax.tree.leaves(jax.tree.map(max_abs_diff, grads, remat_grads))) < 1e-5
+    saved = lambda model_config: saved_activations(functools.partial(loss, model_config), params)
+    assert saved(remat) < saved(config) / 2  # most activations are recomputed, not kept for the backward pass
+    assert BertConfig.from_hf(remat.to_hf()) == config  # a compute field: not part of the Hugging Face config
+    assert "remat" not in remat.to_hf().to_dict()
 
 def test_config_validation():
     with pytest.raises(ValueError, match="hidden_act"):

@@ -139,14 +139,14 @@ def test_training_lowers_the_loss_and_keeps_the_best_dev_checkpoint(beir_dir, tm
 
 
 
-def test_a_checkpoint_gives_the_architecture_and_the_config_the_compute_dtype(beir_dir, tmp_path):
+def test_a_checkpoint_gives_the_architecture_and_the_config_the_compute_fields(beir_dir, tmp_path):
     config = tiny_config(beir_dir, tmp_path / "identifiers")
     source_config = dgr_task.model_config(config, None)
     params = nn.unbox(dgr_task.build_task(config).init_params(jax.random.PRNGKey(0)))
     hf.export_to_hf(params, source_config, tmp_path / "hf", load_tokenizer(tmp_path / "identifiers"))
-    config.model.update(dtype="bfloat16", d_model=source_config.d_model * 2)  # architecture fields yield to the source
+    config.model.update(dtype="bfloat16", remat=True, d_model=source_config.d_model * 2)  # d_model yields to the source
     found = dgr_task.model_config(config, state.read_init_source(str(tmp_path / "hf")))
-    assert found == source_config.replace(dtype="bfloat16")
+    assert found == source_config.replace(dtype="bfloat16", remat=True)
 
 @pytest.mark.parametrize("overrides, message", [
     ({"data.indexing_input": "words"}, "config.data.indexing_input='words'"),

@@ -1,11 +1,13 @@
 """The fgd task's loss on a hand-built batch: each representation switch of Table 2 changes exactly what it names
 (FG pooling and Separate Pieces change the piece terms and leave the contrastive term; All pooling mean-pools the
-documents too), and the task starts from the MiniLM folder with a bi_encoder model record."""
+documents too), and the student takes its architecture from the MiniLM folder and its compute fields (dtype,
+remat) from the config."""
 import jax
 import numpy as np
 import pytest
 
 from bert_helpers import random_params, tiny_config
+from configs import common, fgd as fgd_config
 from distill_ret.data.segment import SegmentedDocument
 from distill_ret.fgd import objective, spans, task
 from distill_ret.models import heads
@@ -85,3 +87,12 @@ def test_all_pooling_mean_pools_documents_and_pieces(batch, params):
     scores = np.asarray(queries @ documents.T)[0]  # [2]
     expected = -np.log(np.exp(scores[0]) / np.exp(scores).sum())
     assert all_pooling["contrastive"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_the_student_takes_the_architecture_from_minilm_and_the_compute_fields_from_the_config():
+    config = fgd_config.get_config("pydocs")
+    config.model.update(init_from=common.minilm_dir(), dtype="bfloat16", remat=True, hidden_size=8)
+    student = task.inputs.student(config)
+    bert = student.model.config
+    assert (bert.hidden_size, bert.num_hidden_layers, bert.dtype, bert.remat) == (384, 6, "bfloat16", True)
+    assert "remat" not in student.record.config  # the saved Hugging Face config

@@ -1,5 +1,5 @@
 """The Flax T5 on its own: position buckets against transformers, cache == full decoding, cache maps for beams,
-dropout, bfloat16 against float32, logical axes on every parameter, and the config conversion."""
+dropout, bfloat16 against float32, remat, logical axes on every parameter, and the config conversion."""
 import functools
 
 import flax.linen as nn
@@ -12,6 +12,7 @@ import transformers
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from distill_ret.models import t5
+from remat_helpers import saved_activations
 
 TINY = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
             relative_attention_num_buckets=8, relative_attention_max_distance=20)
@@ -156,6 +157,35 @@ def test_bfloat16_compute_stays_close_to_float32(size, variant):
     assert scale > 1.0
     assert 0.0 < difference <= BF16_RELATIVE_TOLERANCE * scale, (difference, scale)
 
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_remat_changes_memory_not_parameters_outputs_or_gradients(variant):
+    config, params = tiny_params(variant)
+    config = config.replace(dropout_rate=0.2)
+    remat = config.replace(remat=True)
+    encoder_ids, decoder_ids = make_inputs(config, batch=2, src_len=6, tgt_len=5)
+    shapes = lambda model_config: jax.tree.map(lambda leaf: leaf.shape, jax.eval_shape(
+        t5.T5(model_config).init, jax.random.PRNGKey(0), encoder_ids, decoder_ids)["params"])
+    assert shapes(remat) == shapes(config)  # same names: HF mapping and checkpoints are unchanged
+
+    def loss(model_config, params):  # with dropout: the remat path draws the same masks
+        logits = t5.T5(model_config).apply({"params": params}, encoder_ids, decoder_ids, deterministic=False,
+                                           rngs={"dropout": jax.random.PRNGKey(3)})  # [batch, tgt, vocab]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[..., 7])
+
+    value, grads = jax.jit(jax.value_and_grad(functools.partial(loss, config)))(params)
+    remat_value, remat_grads = jax.jit(jax.value_and_grad(functools.partial(loss, remat)))(params)
+    np.testing.assert_allclose(remat_value, value, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), remat_grads, grads)
+    saved = lambda model_config: saved_activations(functools.partial(loss, model_config), params)
+    assert saved(remat) < saved(config) / 2  # most activations are recomputed, not kept for the backward pass
+    step = decode_step(remat)  # decoding (no gradients) runs the plain layers with the cache
+    encoded = encoder(remat)(params, encoder_ids)
+    full = forward(config)(params, encoder_ids, decoder_ids)
+    logits, _ = step(params, t5.init_cache(remat, batch_size=2, max_decode_length=5), encoded, encoder_ids,
+                     decoder_ids[:, 0])
+    np.testing.assert_allclose(logits, full[:, 0], atol=1e-5, rtol=0)
+    assert t5.T5Config.from_hf(remat.to_hf()) == config  # a compute field: not part of the Hugging Face config
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_parameter_has_logical_axes(variant):

@@ -87,7 +87,8 @@ def test_restart_resumes_and_an_incompatible_config_is_refused(tmp_path):
 
 def test_config_differences_lists_changed_added_and_removed_fields():
     saved = {"model": {"width": 16, "layers": 2}, "train": {"lr": 0.1, "log_every": 1}, "mesh": {"data": 8}}
-    current = {"model": {"width": 32}, "train": {"lr": 0.1, "log_every": 5, "seed": 1}, "mesh": {"data": 4}}
+    current = {"model": {"width": 32, "remat": True}, "train": {"lr": 0.1, "log_every": 5, "seed": 1},
+               "mesh": {"data": 4}}
     assert checkpointing.config_differences(saved, current) == [
         "model.layers: 2 -> <absent>", "model.width: 16 -> 32", "train.seed: <absent> -> 1",
     ]

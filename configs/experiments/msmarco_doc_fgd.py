@@ -40,6 +40,9 @@ tokens per step, in 2 micro-batches), the same four commands through launch/gpu_
       $RUNS/stage1 $P --config.model.init_from=$BERT --config.train.grad_accum_steps=2
 and likewise `mine $CFG:fgd`, `train $CFG:fgd` (with negatives_file and teacher.path as above) and `retrieve`.
 Add --config.teacher.cache_path=$RUNS/stage2/piece_scores.npz to keep the teacher's piece scores between restarts.
+A micro-batch of 64 documents of 512 tokens keeps about 44 GB of activations for its backward pass (bfloat16,
+`python bench/remat.py`); --config.model.remat=True recomputes them layer by layer instead (about 1 GB kept, about a
+third more compute), for devices with less memory or fewer, larger micro-batches.
 """
 import importlib.util
 import pathlib
@@ -82,6 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_step = "best"  # when init_from is a run: "best", "latest" or a step number
     config.model.tokenizer_dir = ""  # tokenizer directory; "" = init_from's
     config.model.dtype = "bfloat16"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    config.model.remat = False  # recompute layer activations in the backward pass: less memory, ~1/3 more compute
     config.model.pooling = "cls"  # [CLS] embeddings, as the paper (eq. 6-7 need them)
     config.model.normalize = False  # dot product of unnormalised embeddings (eq. 1)
     config.model.tied = True  # one encoder for queries and documents

@@ -123,10 +123,11 @@ class StageOneExamples:
 
 
 def model_config(config: Any, source: state.InitSource | None) -> T5Config:
-    """The init source's T5 config (its architecture, with `config.model.dtype` as the compute dtype), else one from
-    the `config.model` fields."""
+    """The init source's T5 config (its architecture, with the compute fields of `config.model`: dtype, remat),
+    else one from the `config.model` fields."""
     if source is not None:
-        found = hf.config_from_dict(source.config, f"config.model.init_from={source.path!r}", dtype=config.model.dtype)
+        found = hf.config_from_dict(source.config, f"config.model.init_from={source.path!r}",
+                                    dtype=config.model.dtype, remat=config.model.remat)
         if not isinstance(found, T5Config):
             raise ConfigError(f"config.model.init_from={source.path!r}: a {type(found).__name__} model; dgr needs a T5")
         return found

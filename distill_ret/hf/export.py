@@ -29,7 +29,7 @@ from distill_ret.dgr import export_student
 from distill_ret.errors import ConfigError
 from distill_ret.fgd import export_st
 from distill_ret.hf import core
-from distill_ret.models import heads
+from distill_ret.models import heads, layers
 from distill_ret.models.bert import BertConfig
 from distill_ret.models.t5 import T5Config
 from distill_ret.training import checkpointing
@@ -67,14 +67,14 @@ def _config_differences(ours: Any, theirs: Any) -> list[str]:
         return [f"model type: {type(ours).__name__} vs {type(theirs).__name__}"]
     return [f"{field.name}: {getattr(ours, field.name)!r} vs {getattr(theirs, field.name)!r}"
             for field in dataclasses.fields(ours)
-            if field.name != "dtype" and getattr(ours, field.name) != getattr(theirs, field.name)]
+            if field.name not in layers.COMPUTE_FIELDS and getattr(ours, field.name) != getattr(theirs, field.name)]
 
 
 def _job_config_differences(model_config: Any, saved_model: dict) -> list[str]:
     """A run from random weights took its architecture from its job config's model fields: those must agree."""
     return [f"{field.name}: {saved_model[field.name]!r} (run) vs {getattr(model_config, field.name)!r}"
             for field in dataclasses.fields(model_config)
-            if field.name != "dtype" and field.name in saved_model
+            if field.name not in layers.COMPUTE_FIELDS and field.name in saved_model
             and saved_model[field.name] != getattr(model_config, field.name)]
 
 

@@ -53,6 +53,7 @@ class BertConfig:
     attention_probs_dropout_prob: float = _static(default=0.1)
     pad_token_id: int = _static(default=0)
     dtype: str = _static(default="float32")  # compute dtype: "float32" | "bfloat16"; parameters stay float32
+    remat: bool = _static(default=False)  # recompute each layer's activations in the backward pass (less memory)
 
     def __post_init__(self):
         if self.hidden_act not in ACTIVATIONS:
@@ -76,13 +77,15 @@ class BertConfig:
         position_type = getattr(hf_config, "position_embedding_type", "absolute")
         if position_type != "absolute":
             raise ValueError(f"only absolute position embeddings are supported, got {position_type!r}")
-        fields = {f.name: getattr(hf_config, f.name) for f in dataclasses.fields(cls) if f.name != "dtype"}
+        fields = {f.name: getattr(hf_config, f.name) for f in dataclasses.fields(cls)
+                  if f.name not in layers.COMPUTE_FIELDS}
         if fields["pad_token_id"] is None:
             fields["pad_token_id"] = 0
         return cls(**{**fields, **overrides})
 
     def to_hf(self) -> transformers.BertConfig:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "dtype"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in layers.COMPUTE_FIELDS}
         return transformers.BertConfig(**fields)
 
 
@@ -136,9 +139,9 @@ class BertLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.activation = ACTIVATIONS[config.hidden_act]
 
-    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         """inputs_q [batch, q_len, hidden], inputs_kv [batch, len, hidden], mask [batch, 1, q_len|1, len]
-        -> [batch, q_len, hidden]."""
+        -> [batch, q_len, hidden]. `deterministic` is positional: the static argument of the remat version."""
         attended = self.attention(inputs_q, inputs_kv, mask=mask, deterministic=deterministic)
         hidden = self.attention_norm(inputs_q + self.dropout(attended, deterministic=deterministic))
         mlp = self.output(self.activation(self.intermediate(hidden)))  # [batch, q_len, hidden]
@@ -152,7 +155,8 @@ class Bert(nn.Module):
 
     def setup(self):
         self.embeddings = BertEmbeddings(self.config)
-        self.layers = [BertLayer(self.config) for _ in range(self.config.num_hidden_layers)]
+        layer = layers.layer_class(BertLayer, self.config.remat, static_argnums=(4,))
+        self.layers = [layer(self.config) for _ in range(self.config.num_hidden_layers)]
 
     def __call__(
         self,
@@ -168,9 +172,9 @@ class Bert(nn.Module):
         key_mask = attention_mask.astype(bool)[:, None, None, :]  # [batch, 1, 1, len]
         hidden = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)  # [batch, len, hidden]
         for layer in self.layers[:-1]:
-            hidden = layer(hidden, hidden, key_mask, deterministic=deterministic)
+            hidden = layer(hidden, hidden, key_mask, deterministic)
         last_layer_input = hidden
-        hidden = self.layers[-1](hidden, hidden, key_mask, deterministic=deterministic)
+        hidden = self.layers[-1](hidden, hidden, key_mask, deterministic)
         return BertOutput(last_hidden_state=hidden, last_layer_input=last_layer_input)
 
     def span_embeddings(
@@ -191,4 +195,4 @@ class Bert(nn.Module):
         cls_only = (jnp.arange(length) == 0)[None, None, :]  # [1, 1, len]
         keys = jnp.where(jnp.any(keys, axis=-1, keepdims=True), keys, cls_only)
         queries = jnp.broadcast_to(last_layer_input[:, :1, :], (batch, span_mask.shape[1], hidden_size))
-        return self.layers[-1](queries, last_layer_input, keys[:, None, :, :], deterministic=deterministic)
+        return self.layers[-1](queries, last_layer_input, keys[:, None, :, :], deterministic)

@@ -1,4 +1,5 @@
-"""Building blocks shared by T5 and BERT: dense, embedding, layer/RMS norms and multi-head attention.
+"""Building blocks shared by T5 and BERT: dense, embedding, layer/RMS norms, multi-head attention, and the choice
+of rematerialised (activation-checkpointed) layers.
 
 Parameters are created in float32 and cast to the module's compute dtype (float32 or bfloat16) at use. Every
 parameter carries logical axis names in the t5x vocabulary (batch, length, embed, mlp, heads, kv, joined_kv, vocab)
@@ -14,6 +15,10 @@ import jax.numpy as jnp
 # A large finite negative for masked logits: -inf would give NaN for fully masked rows.
 NEG_INF = -1e10
 
+# Model-config fields that say how to compute, not what the model is: never written to (or read from) a Hugging Face
+# config, never compared between a checkpoint and a job config.
+COMPUTE_FIELDS = ("dtype", "remat")
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -22,6 +27,14 @@ def dtype_from_name(name: str) -> jnp.dtype:
     if name not in ("float32", "bfloat16"):
         raise ValueError(f"compute dtype must be 'float32' or 'bfloat16', got {name!r}")
     return jnp.dtype(name)
+
+
+def layer_class(module_class: type[nn.Module], remat: bool, static_argnums: tuple[int, ...]) -> type[nn.Module]:
+    """`module_class`, or with `remat` its `nn.remat` version: the layer's activations are recomputed in the
+    backward pass instead of kept from the forward pass (memory for about one more forward's compute). Parameters,
+    outputs and gradients are the same. `static_argnums` are the positions (self = 0) of the Python-value
+    arguments, e.g. `deterministic`; remat traces every other argument."""
+    return nn.remat(module_class, static_argnums=static_argnums) if remat else module_class
 
 
 class Dense(nn.Module):

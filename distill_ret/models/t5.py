@@ -46,6 +46,7 @@ class T5Config:
     eos_token_id: int = struct.field(pytree_node=False, default=1)
     decoder_start_token_id: int = struct.field(pytree_node=False, default=0)
     dtype: str = struct.field(pytree_node=False, default="float32")
+    remat: bool = struct.field(pytree_node=False, default=False)  # recompute layer activations in the backward pass
 
     def __post_init__(self):
         if self.feed_forward_proj not in FEED_FORWARD_PROJ:
@@ -197,7 +198,8 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+        """`deterministic` is positional: the static argument of the remat version."""
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate)
         normed = _norm(cfg, "pre_attention_layer_norm")(x)  # [b, src, d_model]
@@ -215,8 +217,9 @@ class DecoderLayer(nn.Module):
     @nn.compact
     def __call__(
         self, x: jax.Array, encoded: jax.Array, self_mask: jax.Array | None, cross_mask: jax.Array, bias: jax.Array,
-        *, deterministic: bool, decode: bool,
+        deterministic: bool, decode: bool,
     ) -> jax.Array:
+        """`deterministic` and `decode` are positional: the static arguments of the remat version."""
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate)
         normed = _norm(cfg, "pre_self_attention_layer_norm")(x)  # [b, tgt, d_model]
@@ -255,8 +258,9 @@ class Encoder(nn.Module):
         bias = _relpos(cfg, bidirectional=True)(src_len, src_len)  # [1, heads, src, src]
         x = self.shared_embedding(input_ids)  # [b, src, d_model]
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        layer = layers.layer_class(EncoderLayer, cfg.remat, static_argnums=(4,))
         for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic=deterministic)  # [b, src, d_model]
+            x = layer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic)  # [b, src, d_model]
         x = _norm(cfg, "encoder_norm")(x)  # [b, src, d_model]
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -281,9 +285,10 @@ class Decoder(nn.Module):
         self_mask = None if decode else layers.make_causal_mask(length)  # [1, 1, tgt, tgt]
         x = self.shared_embedding(decoder_input_ids)  # [b, tgt, d_model]
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        layer = layers.layer_class(DecoderLayer, cfg.remat and not decode, static_argnums=(6, 7))  # decoding: no grads
         for i in range(cfg.num_decoder_layers):
-            x = DecoderLayer(cfg, name=f"layers_{i}")(
-                x, encoded, self_mask, cross_mask, bias, deterministic=deterministic, decode=decode
+            x = layer(cfg, name=f"layers_{i}")(
+                x, encoded, self_mask, cross_mask, bias, deterministic, decode
             )  # [b, tgt, d_model]
         x = _norm(cfg, "decoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)  # [b, tgt, d_model]

@@ -169,18 +169,19 @@ def collate(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarra
 
 
 def model_config(config: Any, tokenizer, source: state.InitSource | None = None) -> BertConfig:
-    """The BertConfig: the init source's (a Hugging Face directory or an earlier run), or the random-init fields."""
+    """The BertConfig: the init source's (a Hugging Face directory or an earlier run), or the random-init fields;
+    the compute fields (dtype, remat) always from `config.model`."""
     model = config.model
     if source is not None:
         if source.config.get("model_type") != "bert":
             raise ConfigError(f"config.model.init_from={model.init_from!r} is not a BERT model "
                               f"(model_type {source.config.get('model_type')!r})")
-        return BertConfig.from_hf(source.config, dtype=model.dtype)
+        return BertConfig.from_hf(source.config, dtype=model.dtype, remat=model.remat)
     return BertConfig(
         vocab_size=len(tokenizer), hidden_size=model.hidden_size, num_hidden_layers=model.num_hidden_layers,
         num_attention_heads=model.num_attention_heads, intermediate_size=model.intermediate_size,
         max_position_embeddings=model.max_position_embeddings, pad_token_id=tokenizer.pad_token_id or 0,
-        dtype=model.dtype,
+        dtype=model.dtype, remat=model.remat,
     )
 
 

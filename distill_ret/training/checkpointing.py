@@ -29,9 +29,10 @@ from orbax.checkpoint import checkpoint_managers
 
 from distill_ret.errors import ConfigError
 
-# Config fields that may change between a run and its resumption (prefix match on dotted paths); any other
-# difference (model shape, data, optimizer, batch size, seeds, number of steps) stops the restart.
-RESUMABLE_CHANGES = ("checkpoint.", "mesh.", "evals.", "train.log_every", "train.prefetch")
+# Config fields that may change between a run and its resumption (prefix match on dotted paths; model.remat changes
+# memory, not the math); any other difference (model shape, data, optimizer, batch size, seeds, number of steps)
+# stops the restart.
+RESUMABLE_CHANGES = ("checkpoint.", "mesh.", "evals.", "train.log_every", "train.prefetch", "model.remat")
 CHECKPOINTS_DIR = "checkpoints"  # a run workdir is recognised by this sub-directory
 
 
