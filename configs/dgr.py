@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.identifiers.semantic.weight = 0.0  # NCI semantic docid (needs semantic.encoder_dir, e.g. MiniLM)
     config.identifiers.spans.weight = 0.0  # spans of the passage text
 
+    # With init_from the architecture fields come from that model (an earlier stage); dtype and remat always apply.
     config.model = ml_collections.ConfigDict()
     config.model.vocab_size = 64 if tiny else 8000  # holds the identifiers' tokenizer; ids 0 = pad, 1 = EOS
     config.model.d_model = 16 if tiny else 128  # hidden size
@@ -197,7 +198,8 @@ def paper_scale(preset: str, *, name: str, max_input_length: int, title_weight: 
     config.identifiers.spans.per_passage = 10  # spans drawn per passage
     config.identifiers.spans.words = 10  # words per span
 
-    config.model = ml_collections.ConfigDict()  # T5-base (v1.0); ignored when init_from names an HF directory
+    # T5-base (v1.0). With init_from the architecture fields come from that model; dtype and remat always apply.
+    config.model = ml_collections.ConfigDict()
     config.model.vocab_size = 32128  # T5's SentencePiece vocabulary (ids 0 = pad, 1 = EOS)
     config.model.d_model = 768  # hidden size
     config.model.d_kv = 64  # size of one attention head
