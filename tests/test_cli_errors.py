@@ -130,6 +130,7 @@ IN_PROCESS_CASES = [
     case("train-zero-checkpoint-every", *TRAIN, "--config.checkpoint.every=0", message="config.checkpoint.every=0"),
     case("train-zero-log-every", *TRAIN, "--config.train.log_every=0", message="config.train.log_every=0"),
     case("train-unknown-task", *TRAIN, "--config.task=nope", message="config.task"),
+    case("train-remat-not-a-bool", *TRAIN, "--config.model.remat=yes", message="--config.model.remat=yes"),
     case("train-missing-init-from", *TRAIN, "--config.model.init_from={S}/absent", message="absent"),
     case("train-corrupt-init-from", *TRAIN, "--config.model.init_from={S}/hf_bad", message="hf_bad"),
     case("train-unknown-evaluator-kind", *TRAIN, "--config.evals.dev.kind=oracle",
