@@ -56,6 +56,17 @@ def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_pa
     assert refused.returncode == 1 and "unknown ablation 'bogus'" in refused.stderr and refused.stdout == ""
 
 
+@pytest.mark.parametrize("script", ["cranfield_fgd.sh", "pydocs_fgd.sh"])
+def test_systems_choose_and_order_each_seeds_stage_2_runs(script, tmp_path):
+    assert _stages(script, tmp_path, SEEDS="1", SYSTEMS="nokd fgd dockd") == SHARED + [
+        "seed1/nokd", "seed1/nokd/retrieve", "seed1/fgd", "seed1/fgd/retrieve", "seed1/fgd_mv/retrieve",
+        "seed1/dockd", "seed1/dockd/retrieve"]
+    assert _stages(script, tmp_path, SEEDS="0 2", SYSTEMS="dockd") == SHARED + [
+        "seed0/dockd", "seed0/dockd/retrieve", "seed2/dockd", "seed2/dockd/retrieve"]
+    refused = _run(script, tmp_path, SYSTEMS="fgd nokd_typo")
+    assert refused.returncode == 1 and "unknown system 'nokd_typo'" in refused.stderr and refused.stdout == ""
+
+
 
 def test_the_zero_shot_baseline_reads_the_documents_as_the_students_do(tmp_path):
     def commands(**environment):

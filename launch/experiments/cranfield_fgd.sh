@@ -17,7 +17,8 @@
 # repository root), DISTILL_RET (the CLI, default distill-ret), EXTRA_ARGS (more --config.* overrides for every fgd
 # stage, e.g. shorter training; its --config.data.* ones also reach the zero-shot MiniLM baseline, which then reads
 # the documents as the students do, e.g. --config.data.max_length=512), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
-# pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), ABLATIONS (default
+# pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), SYSTEMS (default
+# "nokd dockd fgd": the stage-2 systems of each seed, in the order given; fgd_mv comes with fgd), ABLATIONS (default
 # none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
 # fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache, except
 # all_pooling: its own mean-pooled warm-up, $ROOT/stage1_mean_pooling, trained and retrieved once).
@@ -33,6 +34,13 @@ DATA_ARGS=()  # the --config.data.* words of EXTRA_ARGS: how the documents are r
 for word in $EXTRA_ARGS; do [[ $word == --config.data.* ]] && DATA_ARGS+=("$word"); done
 DRY=${DRY:-0}
 ABLATIONS=${ABLATIONS-}
+SYSTEMS=${SYSTEMS:-"nokd dockd fgd"}
+for system in $SYSTEMS; do
+  case $system in
+    nokd|dockd|fgd) ;;
+    *) echo "$0: unknown system '$system' in SYSTEMS (nokd dockd fgd)" >&2; exit 1 ;;
+  esac
+done
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
 MEASURES=MRR@100,nDCG@10,R@100
 WARMUP=configs/fgd.py:${DATASET}_warmup
@@ -123,7 +131,7 @@ stage "stage1/retrieve" "$ROOT/stage1/retrieve-test.metrics.json" \
   retrieve "$ROOT/stage1" "$ROOT/stage1"
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
-  for system in nokd dockd fgd; do
+  for system in $SYSTEMS; do
     case $system in
       nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
       dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
@@ -135,9 +143,11 @@ for seed in $SEEDS; do
       --config.data.negatives_file="$negatives" "${switches[@]}"
     stage "seed$seed/$system/retrieve" "$run/$system/retrieve-test.metrics.json" \
       retrieve "$run/$system" "$run/$system"
+    if [[ $system == fgd ]]; then
+      stage "seed$seed/fgd_mv/retrieve" "$run/fgd_mv/retrieve-test.metrics.json" \
+        retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
+    fi
   done
-  stage "seed$seed/fgd_mv/retrieve" "$run/fgd_mv/retrieve-test.metrics.json" \
-    retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
   for ablation in $ABLATIONS; do
     ablation_switches "$ablation"
     warmup=$ROOT/stage1
