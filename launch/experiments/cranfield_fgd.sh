@@ -35,12 +35,6 @@ for word in $EXTRA_ARGS; do [[ $word == --config.data.* ]] && DATA_ARGS+=("$word
 DRY=${DRY:-0}
 ABLATIONS=${ABLATIONS-}
 SYSTEMS=${SYSTEMS:-"nokd dockd fgd"}
-for system in $SYSTEMS; do
-  case $system in
-    nokd|dockd|fgd) ;;
-    *) echo "$0: unknown system '$system' in SYSTEMS (nokd dockd fgd)" >&2; exit 1 ;;
-  esac
-done
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
 MEASURES=MRR@100,nDCG@10,R@100
 WARMUP=configs/fgd.py:${DATASET}_warmup
@@ -66,7 +60,19 @@ ablation_switches() {
        exit 1 ;;
   esac
 }
-for ablation in $ABLATIONS; do ablation_switches "$ablation"; done  # every name checked before any stage runs
+# system_switches NAME: sets `switches` to the stage-2 system NAME's (no KD, document KD or FGD).
+system_switches() {
+  case $1 in
+    nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
+    dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
+                     --config.fgd.sentence_distillation=False) ;;
+    fgd) switches=(--config.teacher.cache_path="$ROOT/teacher_piece_scores.npz") ;;  # shared by the seeds
+    *) echo "$0: unknown system '$1' in SYSTEMS (nokd dockd fgd)" >&2; exit 1 ;;
+  esac
+}
+# every name checked before any stage runs
+for system in $SYSTEMS; do system_switches "$system"; done
+for ablation in $ABLATIONS; do ablation_switches "$ablation"; done
 
 STAGE_TAG="${DATASET}_fgd"
 source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
@@ -132,12 +138,7 @@ stage "stage1/retrieve" "$ROOT/stage1/retrieve-test.metrics.json" \
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
   for system in $SYSTEMS; do
-    case $system in
-      nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
-      dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
-                       --config.fgd.sentence_distillation=False) ;;
-      fgd) switches=(--config.teacher.cache_path="$ROOT/teacher_piece_scores.npz") ;;  # shared by the seeds
-    esac
+    system_switches "$system"
     stage "seed$seed/$system" "$run/$system/train.done" \
       train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
       --config.data.negatives_file="$negatives" "${switches[@]}"
