@@ -67,6 +67,20 @@ def test_systems_choose_and_order_each_seeds_stage_2_runs(script, tmp_path):
     assert refused.returncode == 1 and "unknown system 'nokd_typo'" in refused.stderr and refused.stdout == ""
 
 
+@pytest.mark.parametrize("script", ["cranfield_fgd.sh", "pydocs_fgd.sh"])
+def test_a_systems_mv_name_adds_its_students_multi_vector_retrieval_once(script, tmp_path):
+    nokd = ["seed0/nokd", "seed0/nokd/retrieve"]
+    assert _stages(script, tmp_path, SEEDS="0", SYSTEMS="nokd_mv") == SHARED + nokd + ["seed0/nokd_mv/retrieve"]
+    assert _stages(script, tmp_path, SEEDS="0", SYSTEMS="nokd dockd nokd_mv fgd_mv fgd") == SHARED + nokd + [
+        "seed0/dockd", "seed0/dockd/retrieve", "seed0/nokd_mv/retrieve", "seed0/fgd", "seed0/fgd/retrieve",
+        "seed0/fgd_mv/retrieve"]
+    commands = _run(script, tmp_path, SEEDS="0", SYSTEMS="nokd_mv").stdout
+    mv = re.search(r"nokd_mv/retrieve: would run:\n\s+(.*)", commands).group(1).split()
+    assert f"--config.model.init_from={tmp_path / 'root'}/seed0/nokd" in mv and "--config.retrieve.gamma=0.4" in mv
+    refused = _run(script, tmp_path, SYSTEMS="nokd_mv_mv")
+    assert refused.returncode == 1 and "unknown system 'nokd_mv_mv'" in refused.stderr and refused.stdout == ""
+
+
 
 def test_the_zero_shot_baseline_reads_the_documents_as_the_students_do(tmp_path):
     def commands(**environment):

@@ -18,7 +18,9 @@
 # stage, e.g. shorter training; its --config.data.* ones also reach the zero-shot MiniLM baseline, which then reads
 # the documents as the students do, e.g. --config.data.max_length=512), DRY=1 (print each stage's command instead of running it), DATASET (cranfield |
 # pydocs: the presets configs/fgd.py:<DATASET>_warmup and <DATASET>; pydocs_fgd.sh sets it), SYSTEMS (default
-# "nokd dockd fgd": the stage-2 systems of each seed, in the order given; fgd_mv comes with fgd), ABLATIONS (default
+# "nokd dockd fgd": the stage-2 systems of each seed, in the order given; fgd_mv comes with fgd, and NAME_mv adds the
+# multi-vector retrieval of NAME's student to NAME's stages, e.g. nokd_mv: the same scoring without distillation, to
+# tell what FGD's training brings from what the scoring brings), ABLATIONS (default
 # none: the paper's Table 2 rows to add per seed, as $ROOT/seedS/ablation=NAME, from no_passage no_sentence with_doc
 # fg_pooling all_pooling separate; FGD with one switch each, the same warm-up, negatives and teacher cache, except
 # all_pooling: its own mean-pooled warm-up, $ROOT/stage1_mean_pooling, trained and retrieved once).
@@ -35,7 +37,7 @@ for word in $EXTRA_ARGS; do [[ $word == --config.data.* ]] && DATA_ARGS+=("$word
 DRY=${DRY:-0}
 ABLATIONS=${ABLATIONS-}
 SYSTEMS=${SYSTEMS:-"nokd dockd fgd"}
-GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
+GAMMA=0.4  # multi-vector weight of the *_mv retrievals (the paper's best)
 MEASURES=MRR@100,nDCG@10,R@100
 WARMUP=configs/fgd.py:${DATASET}_warmup
 STAGE2=configs/fgd.py:${DATASET}
@@ -60,14 +62,14 @@ ablation_switches() {
        exit 1 ;;
   esac
 }
-# system_switches NAME: sets `switches` to the stage-2 system NAME's (no KD, document KD or FGD).
+# system_switches NAME: sets `switches` to the stage-2 system NAME's (no KD, document KD or FGD; NAME_mv: NAME's).
 system_switches() {
-  case $1 in
+  case ${1%_mv} in
     nokd) switches=(--config.fgd.passage_distillation=False --config.fgd.sentence_distillation=False) ;;
     dockd) switches=(--config.fgd.document_distillation=True --config.fgd.passage_distillation=False
                      --config.fgd.sentence_distillation=False) ;;
     fgd) switches=(--config.teacher.cache_path="$ROOT/teacher_piece_scores.npz") ;;  # shared by the seeds
-    *) echo "$0: unknown system '$1' in SYSTEMS (nokd dockd fgd)" >&2; exit 1 ;;
+    *) echo "$0: unknown system '$1' in SYSTEMS (nokd dockd fgd, each also as NAME_mv)" >&2; exit 1 ;;
   esac
 }
 # every name checked before any stage runs
@@ -137,16 +139,22 @@ stage "stage1/retrieve" "$ROOT/stage1/retrieve-test.metrics.json" \
   retrieve "$ROOT/stage1" "$ROOT/stage1"
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
-  for system in $SYSTEMS; do
+  listed=" "  # the stage names of this seed so far: a system named twice (nokd nokd_mv) lists its stages once
+  for name in $SYSTEMS; do
+    system=${name%_mv}
     system_switches "$system"
-    stage "seed$seed/$system" "$run/$system/train.done" \
-      train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
-      --config.data.negatives_file="$negatives" "${switches[@]}"
-    stage "seed$seed/$system/retrieve" "$run/$system/retrieve-test.metrics.json" \
-      retrieve "$run/$system" "$run/$system"
-    if [[ $system == fgd ]]; then
-      stage "seed$seed/fgd_mv/retrieve" "$run/fgd_mv/retrieve-test.metrics.json" \
-        retrieve "$run/fgd_mv" "$run/fgd" --config.retrieve.gamma="$GAMMA"
+    if [[ $listed != *" $system "* ]]; then
+      stage "seed$seed/$system" "$run/$system/train.done" \
+        train "$run/$system" --config="$STAGE2" --config.train.seed="$seed" --config.model.init_from="$ROOT/stage1" \
+        --config.data.negatives_file="$negatives" "${switches[@]}"
+      stage "seed$seed/$system/retrieve" "$run/$system/retrieve-test.metrics.json" \
+        retrieve "$run/$system" "$run/$system"
+      listed+="$system "
+    fi
+    if [[ ($name == *_mv || $system == fgd) && $listed != *" ${system}_mv "* ]]; then
+      stage "seed$seed/${system}_mv/retrieve" "$run/${system}_mv/retrieve-test.metrics.json" \
+        retrieve "$run/${system}_mv" "$run/$system" --config.retrieve.gamma="$GAMMA"
+      listed+="${system}_mv "
     fi
   done
   for ablation in $ABLATIONS; do
@@ -170,5 +178,5 @@ for seed in $SEEDS; do
   done
 done
 
-echo "done: metrics under $ROOT (stage1, seed*/{nokd,dockd,fgd,fgd_mv}, baselines/{bm25,minilm,teacher})"
+echo "done: metrics under $ROOT (stage1, seed*/{nokd,dockd,fgd,fgd_mv,...}, baselines/{bm25,minilm,teacher})"
 [[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
