@@ -1,6 +1,6 @@
 """How well FGD's teacher ranks passages where the student can see the evidence: its passage scores, per visible pair.
 
-    python bench/teacher_pieces.py --root workdirs/experiments/pydocs_fgd [--preset pydocs]
+    python bench/teacher_pieces.py --root workdirs/experiments/pydocs_fgd [--preset pydocs] [--max_length 512]
 
 For every training (query, document) pair whose judged passage lies within the document's truncated encoding
 (`fgd.task.pair_visibility`, as `data.visible_positives_only` keeps them) and among the positive passages the task
@@ -25,9 +25,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="an FGD experiment root (teacher cache and negatives)")
     parser.add_argument("--preset", default="pydocs", help="the preset of configs/fgd.py the root was run with")
+    parser.add_argument("--max_length", type=int, default=0,
+                        help="the document tokens the root was run with (its data.max_length); 0 = the preset's")
     args = parser.parse_args()
     root = pathlib.Path(args.root)
-    config = load_config(args.preset, 0)
+    config = load_config(args.preset, args.max_length)
     documents = inputs.long_documents(config, inputs.student(config).tokenizer)
     dataset = documents.dataset
     scores = piece_scores.load(root / "teacher_piece_scores.npz")
