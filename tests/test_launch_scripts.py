@@ -122,6 +122,22 @@ def test_the_fgd_sweeps_list_each_setting_once_per_seed(tmp_path):
                    **environment) == seeded(0, lambdas=(), steps=(), every_pair=False)
 
 
+def test_the_fgd_sweeps_pieces_settings_set_the_four_counts_and_their_own_teacher_cache(tmp_path):
+    environment = {"TABLE_ROOT": str(tmp_path / "table"), "LAMBDAS": "", "TEACHERS": "", "STEPS": ""}
+    assert _stages("fgd_sweeps.sh", tmp_path, SEEDS="0 1", PIECES="2,4,2,4 4,12,4,8", **environment) == [
+        f"seed{s}/pieces={p}/{part}" for s in (0, 1) for p in ("2,4,2,4", "4,12,4,8")
+        for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
+    commands = _run("fgd_sweeps.sh", tmp_path, PIECES="2,4,3,5", **environment).stdout
+    train = re.search(r"pieces=2,4,3,5/fgd: would run:\n\s+(.*)", commands).group(1).split()
+    assert [word for word in train if word.startswith(("--config.data.num_", "--config.data.passage_",
+                                                       "--config.data.sentence_", "--config.teacher.cache"))] == [
+        f"--config.teacher.cache_path={tmp_path / 'root'}/teacher_pieces=2,4,3,5.npz", "--config.data.num_passages=2",
+        "--config.data.num_sentences=4", "--config.data.passage_negatives=3", "--config.data.sentence_negatives=5"]
+    for bad in ("2,4,2", "0,4,2,4", "2,4,2,x"):
+        refused = _run("fgd_sweeps.sh", tmp_path, PIECES=f"2,4,2,4 {bad}", **environment)
+        assert refused.returncode == 2 and f"got '{bad}'" in refused.stderr and refused.stdout == ""
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
 def test_every_launch_script_parses(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

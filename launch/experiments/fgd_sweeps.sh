@@ -20,6 +20,10 @@
 #                                      visible pairs only, on every pair (fgd_all)
 #   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
 #                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
+#   pieces=P,S,PN,SN/{fgd,fgd_mv}      FGD distilling the positive's first P passages and S sentences against PN
+#                                      mined negative passages and SN negative sentences (data.num_passages,
+#                                      num_sentences, passage_negatives, sentence_negatives; the table's are the
+#                                      preset's), with its own teacher cache $ROOT/teacher_pieces=P,S,PN,SN.npz
 #   reference/nokd                     a link to TABLE_ROOT/seedS/nokd
 # Each training workdir gets `train.done` when its run ends and holds its test run (retrieve-test.*); fgd_mv is the
 # FGD student with multi-vector scoring (γ = 0.4). A stage whose output exists is skipped.
@@ -27,6 +31,7 @@
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
 # SEEDS (default 0), LAMBDAS (default "2 4"), TEACHERS (default bm25; "" skips), STEPS (default 180; "" skips),
+# PIECES (default none: settings P,S,PN,SN of positive integers, e.g. "2,4,2,4 4,12,4,8"),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
 # DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
 # `distill-ret report` over $ROOT.
@@ -46,6 +51,13 @@ SEEDS=${SEEDS-0}
 LAMBDAS=${LAMBDAS-"2 4"}
 TEACHERS=${TEACHERS-bm25}
 STEPS=${STEPS-180}
+PIECES=${PIECES-}
+for pieces in $PIECES; do
+  if [[ ! $pieces =~ ^[1-9][0-9]*(,[1-9][0-9]*){3}$ ]]; then
+    echo "$0: PIECES takes settings P,S,PN,SN of positive integers, got '$pieces'" >&2
+    exit 2
+  fi
+done
 CLI=${DISTILL_RET:-distill-ret}
 DRY=${DRY:-0}
 PRESET=configs/fgd.py:$DATASET
@@ -126,6 +138,13 @@ for seed in $SEEDS; do
         --config.teacher.cache_path="$ROOT/teacher_bm25_piece_scores.npz" --config.fgd.distill_visible_only=False
     fi
   done
+  for pieces in $PIECES; do
+    IFS=, read -r passages sentences passage_negatives sentence_negatives <<< "$pieces"
+    train_and_retrieve "seed$seed/pieces=$pieces/fgd" "$run/pieces=$pieces/fgd" "$seed" "$run/pieces=$pieces/fgd_mv" -- \
+      --config.teacher.cache_path="$ROOT/teacher_pieces=$pieces.npz" --config.data.num_passages="$passages" \
+      --config.data.num_sentences="$sentences" --config.data.passage_negatives="$passage_negatives" \
+      --config.data.sentence_negatives="$sentence_negatives"
+  done
   for steps in $STEPS; do
     every=$((steps / 3))
     long=(--config.train.num_steps="$steps" --config.evals.dev.every="$every" --config.checkpoint.every="$every")
@@ -135,5 +154,5 @@ for seed in $SEEDS; do
   done
 done
 
-echo "done: metrics under $ROOT (seed*/{reference,lambda=*,teacher=*,steps=*})"
+echo "done: metrics under $ROOT (seed*/{reference,lambda=*,teacher=*,pieces=*,steps=*})"
 [[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
