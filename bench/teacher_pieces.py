@@ -94,5 +94,6 @@ def _sentence_record(scores: np.ndarray, visible: np.ndarray, judged: np.ndarray
     best = float(np.max(scores[visible & judged]))
     return bool(judged[top]), float(np.mean(judged[visible])), all(best > n for n in negatives)
 
+
 if __name__ == "__main__":
     main()
