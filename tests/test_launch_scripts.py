@@ -138,6 +138,27 @@ def test_the_fgd_sweeps_pieces_settings_set_the_four_counts_and_their_own_teache
         assert refused.returncode == 2 and f"got '{bad}'" in refused.stderr and refused.stdout == ""
 
 
+def test_the_fgd_sweeps_dense_teacher_entries_run_document_kd_and_fgd_from_that_directory(tmp_path):
+    environment = {"TABLE_ROOT": str(tmp_path / "table"), "LAMBDAS": "", "STEPS": ""}
+    assert _stages("fgd_sweeps.sh", tmp_path, SEEDS="0 1", TEACHERS="big=/models/big", **environment) == [
+        f"seed{s}/teacher=big/{part}" for s in (0, 1)
+        for part in ("dockd", "dockd/retrieve", "fgd", "fgd/retrieve", "fgd_mv/retrieve")]
+    commands = _run("fgd_sweeps.sh", tmp_path, TEACHERS="big=/models/big",
+                    DENSE_TEACHER_ARGS="--config.teacher.max_length=128", **environment).stdout
+    teacher = ["--config.teacher.kind=dense", "--config.teacher.path=/models/big", "--config.teacher.max_length=128"]
+    dockd = re.search(r"teacher=big/dockd: would run:\n\s+(.*)", commands).group(1).split()
+    fgd = re.search(r"teacher=big/fgd: would run:\n\s+(.*)", commands).group(1).split()
+    assert [word for word in dockd if word.startswith("--config.teacher.")] == teacher
+    assert "--config.fgd.document_distillation=True" in dockd
+    assert [word for word in fgd if word.startswith("--config.teacher.")] == teacher + [
+        f"--config.teacher.cache_path={tmp_path / 'root'}/teacher_big_piece_scores.npz"]
+    assert not any(word.startswith("--config.fgd.") and "distillation" in word for word in fgd)
+    for bad in ("=/models/big", "big", "a b=/x"):
+        refused = _run("fgd_sweeps.sh", tmp_path, TEACHERS=f"bm25 {bad}", **environment)
+        assert refused.returncode == 2 and "TEACHERS takes bm25 or NAME=DIR" in refused.stderr
+        assert refused.stdout == ""
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
 def test_every_launch_script_parses(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

@@ -18,6 +18,10 @@
 #                                      units apart, cosines hundredths): document KD on every pair; FGD with BASE_ARGS
 #                                      (on pydocs: distilling the visible pairs only) and, when BASE_ARGS distils the
 #                                      visible pairs only, on every pair (fgd_all)
+#   teacher=NAME/{dockd,fgd}           a TEACHERS entry NAME=DIR: the teacher is the BERT Hugging Face directory DIR
+#                                      (e.g. a student written by `distill-ret export`), scored as DENSE_TEACHER_ARGS
+#                                      says, τ_t and the pairs distilled from BASE_ARGS: document KD and FGD (its own
+#                                      cache $ROOT/teacher_NAME_piece_scores.npz)
 #   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
 #                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
 #   pieces=P,S,PN,SN/{fgd,fgd_mv}      FGD distilling the positive's first P passages and S sentences against PN
@@ -30,7 +34,9 @@
 #
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
-# SEEDS (default 0), LAMBDAS (default "2 4"), TEACHERS (default bm25; "" skips), STEPS (default 180; "" skips),
+# SEEDS (default 0), LAMBDAS (default "2 4"), TEACHERS (default bm25; entries bm25 or NAME=DIR; "" skips),
+# DENSE_TEACHER_ARGS (default "--config.teacher.pooling=cls --config.teacher.normalize=True
+# --config.teacher.max_length=512": an exported normalised [CLS] student), STEPS (default 180; "" skips),
 # PIECES (default none: settings P,S,PN,SN of positive integers, e.g. "2,4,2,4 4,12,4,8"),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
 # DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
@@ -58,6 +64,14 @@ for pieces in $PIECES; do
     exit 2
   fi
 done
+for teacher in $TEACHERS; do
+  if [[ $teacher != bm25 && ! $teacher =~ ^[A-Za-z0-9_.-]+=.+$ ]]; then
+    echo "$0: TEACHERS takes bm25 or NAME=DIR (a BERT Hugging Face directory), got '$teacher'" >&2
+    exit 2
+  fi
+done
+DENSE_TEACHER_ARGS=${DENSE_TEACHER_ARGS-"--config.teacher.pooling=cls --config.teacher.normalize=True
+  --config.teacher.max_length=512"}
 CLI=${DISTILL_RET:-distill-ret}
 DRY=${DRY:-0}
 PRESET=configs/fgd.py:$DATASET
@@ -126,7 +140,15 @@ for seed in $SEEDS; do
       --config.teacher.cache_path="$CACHE" --config.fgd.contrastive_weight="$weight"
   done
   for teacher in $TEACHERS; do
-    if [[ $teacher != bm25 ]]; then echo "$0: TEACHERS knows bm25 only, got '$teacher'" >&2; exit 2; fi
+    if [[ $teacher != bm25 ]]; then
+      name=${teacher%%=*}
+      dir=$run/teacher=$name
+      dense=(--config.teacher.kind=dense --config.teacher.path="${teacher#*=}" $DENSE_TEACHER_ARGS)
+      train_and_retrieve "seed$seed/teacher=$name/dockd" "$dir/dockd" "$seed" "" -- "${dense[@]}" "${DOCKD[@]}"
+      train_and_retrieve "seed$seed/teacher=$name/fgd" "$dir/fgd" "$seed" "$dir/fgd_mv" -- "${dense[@]}" \
+        --config.teacher.cache_path="$ROOT/teacher_${name}_piece_scores.npz"
+      continue
+    fi
     dir=$run/teacher=bm25
     lexical=(--config.teacher.kind=bm25 --config.teacher.path= --config.fgd.teacher_temperature=1.0)
     train_and_retrieve "seed$seed/teacher=bm25/dockd" "$dir/dockd" "$seed" "" -- "${lexical[@]}" "${DOCKD[@]}" \
