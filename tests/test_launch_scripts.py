@@ -138,6 +138,20 @@ def test_the_fgd_sweeps_pieces_settings_set_the_four_counts_and_their_own_teache
         assert refused.returncode == 2 and f"got '{bad}'" in refused.stderr and refused.stdout == ""
 
 
+def test_the_fgd_sweeps_temperatures_set_the_teachers_temperature_and_read_the_chosen_cache(tmp_path):
+    environment = {"TABLE_ROOT": str(tmp_path / "table"), "LAMBDAS": "", "TEACHERS": "", "STEPS": ""}
+    assert _stages("fgd_sweeps.sh", tmp_path, SEEDS="0 1", TEMPERATURES="0.1 .02", **environment) == [
+        f"seed{s}/temperature={t}/{part}" for s in (0, 1) for t in ("0.1", ".02")
+        for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
+    for cache, expected in (("", f"{tmp_path / 'table'}/teacher_piece_scores.npz"), ("/c/pieces.npz", "/c/pieces.npz")):
+        commands = _run("fgd_sweeps.sh", tmp_path, TEMPERATURES="0.1", CACHE=cache, **environment).stdout
+        train = re.search(r"temperature=0.1/fgd: would run:\n\s+(.*)", commands).group(1).split()
+        assert train[-2:] == [f"--config.teacher.cache_path={expected}", "--config.fgd.teacher_temperature=0.1"]
+    for bad in ("0", "0.0", "-1", "1e-2", "x"):
+        refused = _run("fgd_sweeps.sh", tmp_path, TEMPERATURES=f"0.1 {bad}", **environment)
+        assert refused.returncode == 2 and f"got '{bad}'" in refused.stderr and refused.stdout == ""
+
+
 def test_the_fgd_sweeps_dense_teacher_entries_run_document_kd_and_fgd_from_that_directory(tmp_path):
     environment = {"TABLE_ROOT": str(tmp_path / "table"), "LAMBDAS": "", "STEPS": ""}
     assert _stages("fgd_sweeps.sh", tmp_path, SEEDS="0 1", TEACHERS="big=/models/big", **environment) == [

@@ -13,6 +13,7 @@
 # Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
 #   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; lambda=1, the table's FGD, is
 #                                      always linked in)
+#   temperature=T/{fgd,fgd_mv}         FGD with the teacher's temperature fgd.teacher_temperature T (τ_t of eq. 5 and 10)
 #   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
 #                                      document whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
 #                                      units apart, cosines hundredths): document KD on every pair; FGD with BASE_ARGS
@@ -34,11 +35,13 @@
 #
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
-# SEEDS (default 0), LAMBDAS (default "2 4"), TEACHERS (default bm25; entries bm25 or NAME=DIR; "" skips),
+# SEEDS (default 0), LAMBDAS (default "2 4"), TEMPERATURES (default none: positive numbers), TEACHERS (default bm25; entries bm25 or NAME=DIR; "" skips),
 # DENSE_TEACHER_ARGS (default "--config.teacher.pooling=cls --config.teacher.normalize=True
 # --config.teacher.max_length=512": an exported normalised [CLS] student), STEPS (default 180; "" skips),
 # PIECES (default none: settings P,S,PN,SN of positive integers, e.g. "2,4,2,4 4,12,4,8"),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
+# CACHE (the piece-score cache of the lambda, temperature and steps runs, which keep the table's teacher: default
+# TABLE_ROOT/teacher_piece_scores.npz; another when BASE_ARGS changes the piece counts, e.g. a PIECES setting's),
 # DISTILL_RET (default distill-ret), DRY=1 (print each stage's command instead of running it). Ends with
 # `distill-ret report` over $ROOT.
 set -euo pipefail
@@ -55,6 +58,13 @@ esac
 ROOT=${ROOT:-workdirs/experiments/${DATASET}_fgd_sweeps}
 SEEDS=${SEEDS-0}
 LAMBDAS=${LAMBDAS-"2 4"}
+TEMPERATURES=${TEMPERATURES-}
+for temperature in $TEMPERATURES; do
+  if [[ ! $temperature =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ || $temperature =~ ^[0.]+$ ]]; then
+    echo "$0: TEMPERATURES takes positive numbers, got '$temperature'" >&2
+    exit 2
+  fi
+done
 TEACHERS=${TEACHERS-bm25}
 STEPS=${STEPS-180}
 PIECES=${PIECES-}
@@ -78,7 +88,7 @@ PRESET=configs/fgd.py:$DATASET
 MEASURES=MRR@100,nDCG@10,R@100
 GAMMA=0.4  # multi-vector weight of fgd_mv (the paper's best)
 NEGATIVES=$TABLE_ROOT/negatives/negatives.jsonl
-CACHE=$TABLE_ROOT/teacher_piece_scores.npz
+CACHE=${CACHE:-$TABLE_ROOT/teacher_piece_scores.npz}
 
 for needed in "$TABLE_ROOT/stage1/train.done" "$NEGATIVES"; do
   if [[ ! -e $needed && $DRY != 1 ]]; then
@@ -139,6 +149,11 @@ for seed in $SEEDS; do
     train_and_retrieve "seed$seed/lambda=$weight/fgd" "$run/lambda=$weight/fgd" "$seed" "$run/lambda=$weight/fgd_mv" -- \
       --config.teacher.cache_path="$CACHE" --config.fgd.contrastive_weight="$weight"
   done
+  for temperature in $TEMPERATURES; do
+    train_and_retrieve "seed$seed/temperature=$temperature/fgd" "$run/temperature=$temperature/fgd" "$seed" \
+      "$run/temperature=$temperature/fgd_mv" -- --config.teacher.cache_path="$CACHE" \
+      --config.fgd.teacher_temperature="$temperature"
+  done
   for teacher in $TEACHERS; do
     if [[ $teacher != bm25 ]]; then
       name=${teacher%%=*}
@@ -176,5 +191,5 @@ for seed in $SEEDS; do
   done
 done
 
-echo "done: metrics under $ROOT (seed*/{reference,lambda=*,teacher=*,pieces=*,steps=*})"
+echo "done: metrics under $ROOT (seed*/{reference,lambda=*,temperature=*,teacher=*,pieces=*,steps=*})"
 [[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT" --config.report.measures="$MEASURES"
