@@ -36,8 +36,9 @@
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
 # SEEDS (default 0), LAMBDAS (default "2 4"), TEMPERATURES (default none: positive numbers), TEACHERS (default bm25;
-# entries bm25 or NAME=DIR; "" skips), DENSE_TEACHER_ARGS (default "--config.teacher.pooling=cls --config.teacher.normalize=True
-# --config.teacher.max_length=512": an exported normalised [CLS] student), STEPS (default 180; "" skips),
+# entries bm25 or NAME=DIR; "" skips), DENSE_TEACHER_ARGS (default "--config.teacher.pooling=cls
+# --config.teacher.normalize=True --config.teacher.max_length=512": an exported normalised [CLS] student), STEPS
+# (default 180; "" skips),
 # PIECES (default none: settings P,S,PN,SN of positive integers, e.g. "2,4,2,4 4,12,4,8"),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
 # CACHE (the piece-score cache of the lambda, temperature and steps runs, which keep the table's teacher: default
