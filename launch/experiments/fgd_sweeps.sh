@@ -13,7 +13,7 @@
 # Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
 #   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; lambda=1, the table's FGD, is
 #                                      always linked in)
-#   temperature=T/{fgd,fgd_mv}         FGD with the teacher's temperature fgd.teacher_temperature T (τ_t of eq. 5 and 10)
+#   temperature=T/{fgd,fgd_mv}         FGD with the teacher's temperature fgd.teacher_temperature T (eq. 5 and 10)
 #   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
 #                                      document whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
 #                                      units apart, cosines hundredths): document KD on every pair; FGD with BASE_ARGS
