@@ -42,6 +42,11 @@ def _stages(script, tmp_path, **environment):
     return re.findall(r"^\[\w+\] (\S+): (?:would run|skipped)", result.stdout, flags=re.MULTILINE)
 
 
+def _command(stdout, stage):
+    """The words of the command a dry run prints for the stage whose name ends with `stage`."""
+    return re.search(rf"{re.escape(stage)}: would run:\n\s+(.*)", stdout).group(1).split()
+
+
 @pytest.mark.parametrize("script", ["cranfield_fgd.sh", "pydocs_fgd.sh"])
 def test_fgd_scripts_list_the_shared_stages_and_each_seeds_stages(script, tmp_path):
     assert _stages(script, tmp_path) == SHARED + _seeded(0) + _seeded(1) + _seeded(2)
@@ -75,7 +80,7 @@ def test_a_systems_mv_name_adds_its_students_multi_vector_retrieval_once(script,
         "seed0/dockd", "seed0/dockd/retrieve", "seed0/nokd_mv/retrieve", "seed0/fgd", "seed0/fgd/retrieve",
         "seed0/fgd_mv/retrieve"]
     commands = _run(script, tmp_path, SEEDS="0", SYSTEMS="nokd_mv").stdout
-    mv = re.search(r"nokd_mv/retrieve: would run:\n\s+(.*)", commands).group(1).split()
+    mv = _command(commands, "nokd_mv/retrieve")
     assert f"--config.model.init_from={tmp_path / 'root'}/seed0/nokd" in mv and "--config.retrieve.gamma=0.4" in mv
     refused = _run(script, tmp_path, SYSTEMS="nokd_mv_mv")
     assert refused.returncode == 1 and "unknown system 'nokd_mv_mv'" in refused.stderr and refused.stdout == ""
@@ -128,7 +133,7 @@ def test_the_fgd_sweeps_pieces_settings_set_the_four_counts_and_their_own_teache
         f"seed{s}/pieces={p}/{part}" for s in (0, 1) for p in ("2,4,2,4", "4,12,4,8")
         for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
     commands = _run("fgd_sweeps.sh", tmp_path, PIECES="2,4,3,5", **environment).stdout
-    train = re.search(r"pieces=2,4,3,5/fgd: would run:\n\s+(.*)", commands).group(1).split()
+    train = _command(commands, "pieces=2,4,3,5/fgd")
     assert [word for word in train if word.startswith(("--config.data.num_", "--config.data.passage_",
                                                        "--config.data.sentence_", "--config.teacher.cache"))] == [
         f"--config.teacher.cache_path={tmp_path / 'root'}/teacher_pieces=2,4,3,5.npz", "--config.data.num_passages=2",
@@ -145,7 +150,7 @@ def test_the_fgd_sweeps_temperatures_set_the_teachers_temperature_and_read_the_c
         for part in ("fgd", "fgd/retrieve", "fgd_mv/retrieve")]
     for cache, expected in (("", f"{tmp_path / 'table'}/teacher_piece_scores.npz"), ("/c/pieces.npz", "/c/pieces.npz")):
         commands = _run("fgd_sweeps.sh", tmp_path, TEMPERATURES="0.1", CACHE=cache, **environment).stdout
-        train = re.search(r"temperature=0.1/fgd: would run:\n\s+(.*)", commands).group(1).split()
+        train = _command(commands, "temperature=0.1/fgd")
         assert train[-2:] == [f"--config.teacher.cache_path={expected}", "--config.fgd.teacher_temperature=0.1"]
     for bad in ("0", "0.0", "-1", "1e-2", "x"):
         refused = _run("fgd_sweeps.sh", tmp_path, TEMPERATURES=f"0.1 {bad}", **environment)
@@ -160,8 +165,8 @@ def test_the_fgd_sweeps_dense_teacher_entries_run_document_kd_and_fgd_from_that_
     commands = _run("fgd_sweeps.sh", tmp_path, TEACHERS="big=/models/big",
                     DENSE_TEACHER_ARGS="--config.teacher.max_length=128", **environment).stdout
     teacher = ["--config.teacher.kind=dense", "--config.teacher.path=/models/big", "--config.teacher.max_length=128"]
-    dockd = re.search(r"teacher=big/dockd: would run:\n\s+(.*)", commands).group(1).split()
-    fgd = re.search(r"teacher=big/fgd: would run:\n\s+(.*)", commands).group(1).split()
+    dockd = _command(commands, "teacher=big/dockd")
+    fgd = _command(commands, "teacher=big/fgd")
     assert [word for word in dockd if word.startswith("--config.teacher.")] == teacher
     assert "--config.fgd.document_distillation=True" in dockd
     assert [word for word in fgd if word.startswith("--config.teacher.")] == teacher + [
