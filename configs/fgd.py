@@ -92,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.teacher.path = ("" if tiny else common.minilm_dir() if pydocs
                            else str(common.REPO_ROOT / "workdirs" / "cross_encoder"))  # teacher location
     config.teacher.cache_path = ""  # piece-score cache (.npz, fingerprinted); "" = score in memory
+    config.teacher.score_distilled_only = False  # score only the pieces of distilled pairs (fgd.distill_visible_only)
     config.teacher.max_length = 0  # tokens per pair; 0 = the checkpoint's training length
     config.teacher.batch_size = 32  # pairs per scoring batch
     config.teacher.bucket_step = 32  # padded lengths are multiples of this

@@ -13,7 +13,7 @@ import pytest
 
 from configs import cross_encoder as cross_encoder_config
 from distill_ret import losses
-from distill_ret.data import formats
+from distill_ret.data import builders, formats
 from distill_ret.models.heads import CrossEncoder
 from distill_ret.teachers import cross_encoder_task
 from distill_ret.teachers.cross_encoder import CrossEncoderTeacher, cross_encoder_scores
@@ -91,6 +91,17 @@ def test_training_groups_put_the_positive_first_and_sample_unjudged_negatives(fi
     assert row_types[0] == 0 and row_types[-1] == 1 and np.all(np.diff(row_types) >= 0)  # query part, then passage
     batch = task.collate([source[0], source[1]])
     assert batch["input_ids"].shape == (2, 4, 32)
+
+
+def test_training_groups_come_from_a_builders_export_without_a_beir_dir(fixture_dirs, tmp_path):
+    config = tiny_config(fixture_dirs)
+    config.data = cross_encoder_config.get_config("pydocs").data  # beir_dir "": the pydocs builder's export
+    config.data.update(packages=("json",), data_dir=str(tmp_path / "tfds"), max_length=32, title_queries=False)
+    source = cross_encoder_task.build_task(config).train_source
+    export = formats.read_beir(builders.beir_dir(config, ""))
+    positives = [(q, d) for q, docs in sorted(export.qrels["train"].items()) for d, gain in sorted(docs.items())]
+    assert positives and source.examples == positives
+    assert all(doc_id.startswith("json") for _, doc_ids in map(source.group, range(len(source))) for doc_id in doc_ids)
 
 
 def test_title_queries_add_one_group_per_document_asking_for_its_own_text(fixture_dirs):

@@ -206,6 +206,35 @@ def test_teacher_scores_line_up_with_the_pieces(beir_dir, tokenizer_dir, tmp_pat
     assert max(len(r.pieces) for r in requests if r.doc_id == others[1]) == 1  # only the prefix that is used
 
 
+def test_teacher_scores_only_the_distilled_pairs_when_asked(beir_dir, tokenizer_dir, tmp_path):
+    config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
+    student = task.inputs.student(config)
+    documents = task.inputs.long_documents(config, student.tokenizer)
+    dataset = documents.dataset
+    pairs = [(qid, min(judged)) for qid, judged in sorted(dataset.qrels["train"].items())][:2]  # two queries
+    negatives = {}
+    for qid, _ in pairs:
+        others = [d for d in dataset.documents if d not in dataset.qrels["train"][qid]][:2]
+        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, 0) for d in others),
+                                               tuple((d, 0) for d in others))
+    layout = task.layout_from_config(config.data)
+    make = lambda: task.FgdExamples(pairs, documents, negatives, layout, query_max_length=16, max_length=64,
+                                    representation="global", distill=[True, False])
+    full, distilled = make(), make()
+    all_requests = full.teacher_requests()
+    requests = distilled.teacher_requests(distilled_only=True)
+    assert {r.query_id for r in all_requests} == {pairs[0][0], pairs[1][0]}
+    assert requests == [r for r in all_requests if r.query_id == pairs[0][0]]
+    full.attach_teacher(piece_scores.compute(LengthTeacher(), all_requests), None)
+    distilled.attach_teacher(piece_scores.compute(LengthTeacher(), requests), None, distilled_only=True)
+    for name, values in distilled.teacher.items():
+        np.testing.assert_array_equal(values[0], full.teacher[name][0])  # the distilled pair: the same scores
+        np.testing.assert_array_equal(values[1], np.zeros_like(values[1]))  # the other: never scored
+    assert full.teacher["teacher_passages"][1].any()
+    with pytest.raises(KeyError):  # without the flag, the missing pair's scores are an error, not zeros
+        make().attach_teacher(piece_scores.compute(LengthTeacher(), requests), None)
+
+
 def test_separate_examples_pack_every_used_piece_as_its_own_text(beir_dir, tokenizer_dir, tmp_path):
     config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
     student = task.inputs.student(config)

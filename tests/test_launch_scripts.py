@@ -174,8 +174,29 @@ def test_the_fgd_sweeps_dense_teacher_entries_run_document_kd_and_fgd_from_that_
     assert not any(word.startswith("--config.fgd.") and "distillation" in word for word in fgd)
     for bad in ("=/models/big", "big", "a b=/x"):
         refused = _run("fgd_sweeps.sh", tmp_path, TEACHERS=f"bm25 {bad}", **environment)
-        assert refused.returncode == 2 and "TEACHERS takes bm25 or NAME=DIR" in refused.stderr
+        assert refused.returncode == 2 and "TEACHERS takes bm25, NAME=DIR" in refused.stderr
         assert refused.stdout == ""
+
+
+def test_the_fgd_sweeps_cross_encoder_entries_score_with_that_run_at_the_logits_temperature(tmp_path):
+    environment = {"TABLE_ROOT": str(tmp_path / "table"), "LAMBDAS": "", "STEPS": ""}
+    entry = "ce=cross_encoder:/runs/ce"
+    assert _stages("fgd_sweeps.sh", tmp_path, TEACHERS=entry, **environment) == [
+        f"seed0/teacher=ce/{part}" for part in ("dockd", "dockd/retrieve", "fgd", "fgd/retrieve", "fgd_mv/retrieve")]
+    commands = _run("fgd_sweeps.sh", tmp_path, TEACHERS=entry, **environment).stdout
+    teacher = ["--config.teacher.kind=cross_encoder", "--config.teacher.path=/runs/ce",
+               "--config.fgd.teacher_temperature=1.0", "--config.teacher.score_distilled_only=True"]
+    dockd = _command(commands, "teacher=ce/dockd")
+    fgd = _command(commands, "teacher=ce/fgd")
+    chosen = lambda words: [w for w in words if w.startswith(("--config.teacher.", "--config.fgd.teacher_temp"))]
+    # BASE_ARGS' teacher temperature (0.05, for cosines) comes first; the entry's 1.0 is the last, so it wins
+    assert chosen(dockd) == ["--config.fgd.teacher_temperature=0.05", *teacher]
+    assert "--config.fgd.document_distillation=True" in dockd
+    assert chosen(fgd) == ["--config.fgd.teacher_temperature=0.05", *teacher,
+                           f"--config.teacher.cache_path={tmp_path / 'root'}/teacher_ce_piece_scores.npz"]
+    commands = _run("fgd_sweeps.sh", tmp_path, TEACHERS=entry, CROSS_ENCODER_ARGS="--config.teacher.max_length=64",
+                    **environment).stdout
+    assert chosen(_command(commands, "teacher=ce/fgd"))[1:4] == [*teacher[:2], "--config.teacher.max_length=64"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO_ROOT)))

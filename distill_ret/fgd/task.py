@@ -10,8 +10,9 @@ the positive's first `data.num_passages` passages and `data.num_sentences` sente
 pieces (`data.passage_negatives`, `data.sentence_negatives` of the file's, eq. 14-15) in their documents' rows.
 
 Teacher (`config.teacher`, any `teachers.loader` kind; only when a distillation switch is on): scores (query, piece
-text) pairs through `teachers/piece_scores.py` (cached at `teacher.cache_path` when set, fingerprinted) and, for
-document-level KD (eq. 5), (query, document) pairs.
+text) pairs through `teachers/piece_scores.py` (cached at `teacher.cache_path` when set, fingerprinted; with
+`teacher.score_distilled_only`, only the pieces of the pairs that are distilled, which matters with a cross-encoder
+and fgd.distill_visible_only) and, for document-level KD (eq. 5), (query, document) pairs.
 
 Switches (`config.fgd`): contrastive_weight (λ), temperature (τ), teacher_temperature (the teacher's τ; 0 = τ),
 distill_visible_only, passage_distillation, sentence_distillation, document_distillation, representation ("global"
@@ -199,12 +200,15 @@ class FgdExamples:
                 example[f"{prefix}_negative_valid"][position] &= batch.piece_valid[slot, row]
         return example
 
-    def teacher_requests(self) -> list[piece_scores.PieceRequest]:
+    def teacher_requests(self, distilled_only: bool = False) -> list[piece_scores.PieceRequest]:
         """The pieces the examples use, per (query, document, granularity): the positive's first data.num_passages /
         data.num_sentences and the negative pieces, each request cut to the longest prefix needed (piece i of a
-        request is still piece i of the document, so cached scores line up with the segmentation)."""
+        request is still piece i of the document, so cached scores line up with the segmentation). With
+        `distilled_only`, only the examples whose `distill` flag is set (the others never read a teacher score)."""
         needed: dict[tuple[str, str, str], int] = {}
         for index in range(len(self)):
+            if distilled_only and not self.distill[index]:
+                continue
             qid, documents, passages, sentences = self.group(index)
             for granularity, count in (("passage", self.layout.num_passages), ("sentence", self.layout.num_sentences)):
                 key = (qid, documents[0], granularity)
@@ -221,8 +225,11 @@ class FgdExamples:
                                                       tuple(text[start:end] for start, end in chars[:count])))
         return requests
 
-    def attach_teacher(self, scores: piece_scores.PieceScores | None, document_scores: np.ndarray | None) -> None:
-        """Teacher arrays per example, in the layout `objective.fgd_loss` reads (zeros where a term is off)."""
+    def attach_teacher(self, scores: piece_scores.PieceScores | None, document_scores: np.ndarray | None,
+                       distilled_only: bool = False) -> None:
+        """Teacher arrays per example, in the layout `objective.fgd_loss` reads (zeros where a term is off; with
+        `distilled_only`, piece scores are read for the examples whose `distill` flag is set, as
+        `teacher_requests(distilled_only=True)` asked for them, and stay zero for the others, which the loss masks)."""
         layout = self.layout
         arrays = {"teacher_passages": np.zeros((len(self), layout.num_passages), np.float32),
                   "teacher_sentences": np.zeros((len(self), layout.num_sentences), np.float32),
@@ -231,7 +238,7 @@ class FgdExamples:
                   "teacher_documents": np.zeros((len(self), layout.num_documents), np.float32)}
         for index in range(len(self)):
             qid, documents, passages, sentences = self.group(index)
-            if scores is not None:
+            if scores is not None and (self.distill[index] or not distilled_only):
                 for granularity, count in (("passage", layout.num_passages), ("sentence", layout.num_sentences)):
                     if (qid, documents[0], granularity) not in scores:
                         continue  # a document without pieces of this granularity: no valid positive piece
@@ -371,7 +378,8 @@ def build_task(config: Any) -> Task:
     if switches.distills_pieces or switches.document_distillation:
         corpus = teacher_corpus(documents.dataset)
         teacher = load_teacher(config.teacher, name="teacher", corpus=corpus)
-        requests = examples.teacher_requests() if switches.distills_pieces else []
+        distilled_only = config.teacher.score_distilled_only
+        requests = examples.teacher_requests(distilled_only) if switches.distills_pieces else []
         scores = None
         if requests:
             cache = config.teacher.get("cache_path", "")
@@ -379,7 +387,7 @@ def build_task(config: Any) -> Task:
                       else piece_scores.compute(teacher, requests))
         document_scores = (document_teacher_scores(teacher, examples, corpus) if switches.document_distillation
                            else None)
-        examples.attach_teacher(scores, document_scores)
+        examples.attach_teacher(scores, document_scores, distilled_only)
     else:
         examples.attach_teacher(None, None)
 

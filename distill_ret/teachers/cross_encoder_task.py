@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill_ret import bm25, evaluation, losses
-from distill_ret.data import formats
+from distill_ret.data import formats, sources
 from distill_ret.errors import ConfigError, section_integer, section_number
 from distill_ret.hf.identity import load_tokenizer
 from distill_ret.models.bert import BertConfig
@@ -293,11 +293,9 @@ def build_task(config: Any) -> Task:
     """The cross-encoder Task from a configs/cross_encoder.py config."""
     data = config.data
     check_config(config)
-    if not data.beir_dir:
-        raise ConfigError("config.data.beir_dir is required (a BEIR-layout directory)")
-    dataset = formats.read_beir(data.beir_dir)
+    dataset, source_dir = sources.load_beir(config, "")
     if data.train_split not in dataset.qrels:
-        raise ConfigError(f"config.data.train_split={data.train_split!r} has no qrels in {data.beir_dir}; splits: "
+        raise ConfigError(f"config.data.train_split={data.train_split!r} has no qrels in {source_dir}; splits: "
                           f"{sorted(dataset.qrels)}")
     init_source = state.read_init_source(config.model.init_from, config.model.init_step)
     tokenizer_directory = tokenizer_dir(config, init_source)

@@ -22,7 +22,9 @@
 #   teacher=NAME/{dockd,fgd}           a TEACHERS entry NAME=DIR: the teacher is the BERT Hugging Face directory DIR
 #                                      (e.g. a student written by `distill-ret export`), scored as DENSE_TEACHER_ARGS
 #                                      says, τ_t and the pairs distilled from BASE_ARGS: document KD and FGD (its own
-#                                      cache $ROOT/teacher_NAME_piece_scores.npz)
+#                                      cache $ROOT/teacher_NAME_piece_scores.npz); an entry NAME=cross_encoder:DIR
+#                                      names a cross_encoder training run (configs/cross_encoder.py) instead, scored
+#                                      at its training length with CROSS_ENCODER_ARGS
 #   steps=N/{nokd,fgd}                 stage 2 for N steps instead of the preset's 60 (dev evaluation and checkpoints
 #                                      every N/3 steps; the test run reads the best dev checkpoint, as the table's do)
 #   pieces=P,S,PN,SN/{fgd,fgd_mv}      FGD distilling the positive's first P passages and S sentences against PN
@@ -36,8 +38,10 @@
 # Environment: DATASET (pydocs | cranfield: the preset configs/fgd.py:<DATASET>; default pydocs), TABLE_ROOT (default
 # workdirs/experiments/pydocs_fgd_dv, or cranfield_fgd), ROOT (default workdirs/experiments/<DATASET>_fgd_sweeps),
 # SEEDS (default 0), LAMBDAS (default "2 4"), TEMPERATURES (default none: positive numbers), TEACHERS (default bm25;
-# entries bm25 or NAME=DIR; "" skips), DENSE_TEACHER_ARGS (default "--config.teacher.pooling=cls
-# --config.teacher.normalize=True --config.teacher.max_length=512": an exported normalised [CLS] student), STEPS
+# entries bm25, NAME=DIR or NAME=cross_encoder:DIR; "" skips), DENSE_TEACHER_ARGS (default
+# "--config.teacher.pooling=cls --config.teacher.normalize=True --config.teacher.max_length=512": an exported normalised
+# [CLS] student), CROSS_ENCODER_ARGS (default "--config.fgd.teacher_temperature=1.0
+# --config.teacher.score_distilled_only=True": logits a few units apart, and only the distilled pairs scored), STEPS
 # (default 180; "" skips),
 # PIECES (default none: settings P,S,PN,SN of positive integers, e.g. "2,4,2,4 4,12,4,8"),
 # BASE_ARGS (the table root's EXTRA_ARGS; default on pydocs the distill-visible-only flags above, on cranfield none),
@@ -77,12 +81,15 @@ for pieces in $PIECES; do
 done
 for teacher in $TEACHERS; do
   if [[ $teacher != bm25 && ! $teacher =~ ^[A-Za-z0-9_.-]+=.+$ ]]; then
-    echo "$0: TEACHERS takes bm25 or NAME=DIR (a BERT Hugging Face directory), got '$teacher'" >&2
+    echo "$0: TEACHERS takes bm25, NAME=DIR (a BERT Hugging Face directory) or NAME=cross_encoder:DIR (a" \
+      "cross_encoder run), got '$teacher'" >&2
     exit 2
   fi
 done
 DENSE_TEACHER_ARGS=${DENSE_TEACHER_ARGS-"--config.teacher.pooling=cls --config.teacher.normalize=True
   --config.teacher.max_length=512"}
+CROSS_ENCODER_ARGS=${CROSS_ENCODER_ARGS-"--config.fgd.teacher_temperature=1.0
+  --config.teacher.score_distilled_only=True"}
 CLI=${DISTILL_RET:-distill-ret}
 DRY=${DRY:-0}
 PRESET=configs/fgd.py:$DATASET
@@ -159,9 +166,15 @@ for seed in $SEEDS; do
     if [[ $teacher != bm25 ]]; then
       name=${teacher%%=*}
       dir=$run/teacher=$name
-      dense=(--config.teacher.kind=dense --config.teacher.path="${teacher#*=}" $DENSE_TEACHER_ARGS)
-      train_and_retrieve "seed$seed/teacher=$name/dockd" "$dir/dockd" "$seed" "" -- "${dense[@]}" "${DOCKD[@]}"
-      train_and_retrieve "seed$seed/teacher=$name/fgd" "$dir/fgd" "$seed" "$dir/fgd_mv" -- "${dense[@]}" \
+      location=${teacher#*=}
+      if [[ $location == cross_encoder:* ]]; then
+        chosen=(--config.teacher.kind=cross_encoder --config.teacher.path="${location#cross_encoder:}"
+                $CROSS_ENCODER_ARGS)
+      else
+        chosen=(--config.teacher.kind=dense --config.teacher.path="$location" $DENSE_TEACHER_ARGS)
+      fi
+      train_and_retrieve "seed$seed/teacher=$name/dockd" "$dir/dockd" "$seed" "" -- "${chosen[@]}" "${DOCKD[@]}"
+      train_and_retrieve "seed$seed/teacher=$name/fgd" "$dir/fgd" "$seed" "$dir/fgd_mv" -- "${chosen[@]}" \
         --config.teacher.cache_path="$ROOT/teacher_${name}_piece_scores.npz"
       continue
     fi
