@@ -60,11 +60,13 @@ def main():
                                     representation=config.fgd.representation)
     passages_seen, sentences_seen = [], []
     for index, visible in enumerate(fgd_task.pair_visibility(pairs, documents, split, min_gain)):
+        if not visible:  # never distilled (a cache of teacher.score_distilled_only holds no scores for it)
+            continue
         qid, doc_id = pairs[index]
         passages = dataset.documents[doc_id].passages
         judged = [i for i, passage in enumerate(passages) if passage_qrels[qid].get(passage.passage_id, 0) >= min_gain]
         positive = scores.get(qid, doc_id, "passage")  # [distilled passages of the positive]
-        if not visible or judged[0] >= len(positive):
+        if judged[0] >= len(positive):
             continue
         segmented = documents.segmented[doc_id]
         _, _, used_passages, used_sentences = examples.group(index)  # negative pieces it distils against (eq. 14-15)

@@ -301,6 +301,16 @@ def test_nonsense_values_are_refused_before_anything_is_written(tmp_path, sectio
     assert not (tmp_path / "run").exists()
 
 
+def test_a_checkpoint_every_off_the_best_metrics_evaluations_is_refused_from_the_config_alone():
+    config = training_helpers.make_config(checkpoint={"every": 3, "best_metric": "dev/loss"}, evals={"dev": {"every": 2}})
+    with pytest.raises(ConfigError, match="config.checkpoint.every=3 is not a multiple of config.evals.dev.every=2"):
+        trainer.check_config(config)  # what run_from_config checks before the task (and its teacher) is built
+    config.checkpoint.every = 4
+    trainer.check_config(config)
+    config.evals.dev.every = 0  # dev never runs: check_best_metric refuses the metric once the evaluators exist
+    trainer.check_config(config)
+
+
 def test_a_checkpoint_every_that_is_not_an_eval_multiple_is_fine_without_a_best_metric(tmp_path):
     config = training_helpers.make_config(num_steps=3, evals={"dev": {"every": 2}}, checkpoint={"every": 3})
     trainer.train(training_helpers.make_task(), config, tmp_path)

@@ -87,11 +87,24 @@ def check_best_metric(checkpoint: Any, evaluators: Sequence[Evaluator]) -> None:
     if name not in by_name or measure not in by_name[name].measures:
         raise ConfigError(f"config.checkpoint.best_metric={best!r}: not a measure of a config.evals evaluator that "
                           f"runs (every > 0); expected '<evaluator>/<measure>', one of {available}")
-    every = by_name[name].every
+    _check_checkpoint_multiple(checkpoint, name, by_name[name].every)
+
+
+def check_best_metric_schedule(config: Any) -> None:
+    """From the config alone, before any task is built: when `checkpoint.best_metric` names an evaluator of
+    `config.evals` that runs, `checkpoint.every` is a multiple of its `every` (`check_best_metric` checks the rest
+    once the evaluators exist)."""
+    name = config.checkpoint.best_metric.partition("/")[0]
+    section = (config.get("evals") or {}).get(name)
+    if config.checkpoint.best_metric and section is not None and check_every(name, section):
+        _check_checkpoint_multiple(config.checkpoint, name, section.every)
+
+
+def _check_checkpoint_multiple(checkpoint: Any, name: str, every: int) -> None:
     if checkpoint.every % every:
         raise ConfigError(
             f"config.checkpoint.every={checkpoint.every} is not a multiple of config.evals.{name}.every={every}: "
-            f"checkpoint.best_metric={best!r} needs an evaluation at every checkpoint")
+            f"checkpoint.best_metric={checkpoint.best_metric!r} needs an evaluation at every checkpoint")
 
 
 def run_due(evaluators: Sequence[Evaluator], step: int, num_steps: int, params: Any, mesh: Mesh) -> dict[str, float]:

@@ -222,6 +222,7 @@ def check_config(config: Any) -> None:
     section_integer(config.checkpoint, "config.checkpoint", "keep", 1)
     if config.checkpoint.best_mode not in ("min", "max"):
         raise ConfigError(f"config.checkpoint.best_mode={config.checkpoint.best_mode!r}: expected 'min' or 'max'")
+    evaluators_lib.check_best_metric_schedule(config)
 
 
 def check_batch_layout(train: Any, mesh: Mesh) -> None:
