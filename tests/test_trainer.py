@@ -302,7 +302,8 @@ def test_nonsense_values_are_refused_before_anything_is_written(tmp_path, sectio
 
 
 def test_a_checkpoint_every_off_the_best_metrics_evaluations_is_refused_from_the_config_alone():
-    config = training_helpers.make_config(checkpoint={"every": 3, "best_metric": "dev/loss"}, evals={"dev": {"every": 2}})
+    config = training_helpers.make_config(checkpoint={"every": 3, "best_metric": "dev/loss"},
+                                          evals={"dev": {"every": 2}})
     with pytest.raises(ConfigError, match="config.checkpoint.every=3 is not a multiple of config.evals.dev.every=2"):
         trainer.check_config(config)  # what run_from_config checks before the task (and its teacher) is built
     config.checkpoint.every = 4
