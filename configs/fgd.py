@@ -13,7 +13,8 @@ writes a dense run):
 Presets: `cranfield_warmup` (stage 1: contrastive only, BM25 negatives, from MiniLM), `cranfield` (stage 2: FGD with
 the part-4 cross-encoder as the teacher at `teacher.path`), `pydocs_warmup` / `pydocs` (the same two stages on the
 pydocs builder's long documents: a standard-library module is a document, its docstrings the passages; the teacher is
-zero-shot MiniLM as a dense scorer, since no cross-encoder is trained on pydocs), `tiny_warmup` / `tiny` (a random
+zero-shot MiniLM as a dense scorer; a cross_encoder run of configs/cross_encoder.py:pydocs can replace it with
+teacher.kind=cross_encoder, teacher.path=RUN, fgd.teacher_temperature=1), `tiny_warmup` / `tiny` (a random
 2-layer BERT for tests: set data.raw_dir, data.data_dir and model.tokenizer_dir on the command line).
 launch/experiments/cranfield_fgd.sh and pydocs_fgd.sh run every stage of the result tables. Table 2 rows are
 `config.fgd` switches (see distill_ret/fgd/task.py).
