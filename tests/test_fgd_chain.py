@@ -235,6 +235,38 @@ def test_teacher_scores_only_the_distilled_pairs_when_asked(beir_dir, tokenizer_
         make().attach_teacher(piece_scores.compute(LengthTeacher(), requests), None)
 
 
+def test_score_distilled_only_caches_the_pieces_of_the_distilled_pairs_and_nothing_else(beir_dir, tokenizer_dir,
+                                                                                          tmp_path):
+    probe = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
+    dataset = task.inputs.long_documents(probe, task.inputs.student(probe).tokenizer).dataset
+    negatives = {}
+    for qid, judged in dataset.qrels["train"].items():
+        others = [d for d in dataset.documents if d not in judged][:2]
+        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, 0) for d in others),
+                                               tuple((d, 0) for d in others))
+    digest = mining.data_digest({d: doc.text for d, doc in dataset.documents.items()}, dataset.queries,
+                                dataset.qrels)
+    mining.write_negatives(tmp_path / "negatives.jsonl", negatives, {"data": digest})
+
+    def built(cache, distilled_only):
+        config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir, data__max_length=24,
+                         data__negatives_file=str(tmp_path / "negatives.jsonl"), teacher__kind="bm25",
+                         teacher__path="", teacher__cache_path=str(tmp_path / cache), fgd__distill_visible_only=True,
+                         teacher__score_distilled_only=distilled_only)
+        return task.build_task(config).train_source, piece_scores.load(tmp_path / cache)
+
+    full, every_pair = built("all.npz", False)
+    source, distilled = built("distilled.npz", True)
+    assert source.pairs == full.pairs and 0 < sum(source.distill) < len(source.pairs)
+    wanted = {qid for (qid, _), flag in zip(source.pairs, source.distill) if flag}
+    assert {qid for qid, _, _ in distilled.keys()} == wanted < {qid for qid, _, _ in every_pair.keys()}
+    for index, flag in enumerate(source.distill):
+        ours, theirs = source[index], full[index]
+        for name in ("teacher_passages", "teacher_sentences", "teacher_passage_negatives",
+                     "teacher_sentence_negatives"):
+            np.testing.assert_array_equal(ours[name], theirs[name] if flag else np.zeros_like(theirs[name]))
+
+
 def test_separate_examples_pack_every_used_piece_as_its_own_text(beir_dir, tokenizer_dir, tmp_path):
     config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
     student = task.inputs.student(config)
