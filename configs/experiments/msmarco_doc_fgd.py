@@ -110,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.teacher.kind = "cross_encoder"  # teachers.loader kind: cross_encoder | dense | run_file | bm25
     config.teacher.path = ""  # cross-encoder train workdir or HF BertForSequenceClassification dir (stage 2)
     config.teacher.cache_path = ""  # piece-score cache (.npz, fingerprinted); "" = score in memory
+    config.teacher.score_distilled_only = False  # score only the pieces of distilled pairs (fgd.distill_visible_only)
     config.teacher.max_length = 0  # tokens per (query, piece) pair; 0 = the checkpoint's training length
     config.teacher.batch_size = 256  # pairs per scoring batch
     config.teacher.bucket_step = 32  # padded lengths are multiples of this
