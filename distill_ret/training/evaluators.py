@@ -94,10 +94,13 @@ def check_best_metric_schedule(config: Any) -> None:
     """From the config alone, before any task is built: when `checkpoint.best_metric` names an evaluator of
     `config.evals` that runs, `checkpoint.every` is a multiple of its `every` (`check_best_metric` checks the rest
     once the evaluators exist)."""
+    if not config.checkpoint.best_metric:
+        return
     name = config.checkpoint.best_metric.partition("/")[0]
     section = (config.get("evals") or {}).get(name)
-    if config.checkpoint.best_metric and section is not None and check_every(name, section):
-        _check_checkpoint_multiple(config.checkpoint, name, section.every)
+    every = check_every(name, section) if section is not None else 0
+    if every:
+        _check_checkpoint_multiple(config.checkpoint, name, every)
 
 
 def _check_checkpoint_multiple(checkpoint: Any, name: str, every: int) -> None:
