@@ -206,17 +206,23 @@ def test_teacher_scores_line_up_with_the_pieces(beir_dir, tokenizer_dir, tmp_pat
     assert max(len(r.pieces) for r in requests if r.doc_id == others[1]) == 1  # only the prefix that is used
 
 
+def _first_pieces_of_two_negatives(dataset, query_ids):
+    """Per query: its first two unjudged documents as negatives, with passage 0 and sentence 0 of each."""
+    negatives = {}
+    for qid in query_ids:
+        others = [d for d in dataset.documents if d not in dataset.qrels["train"][qid]][:2]
+        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, 0) for d in others),
+                                               tuple((d, 0) for d in others))
+    return negatives
+
+
 def test_teacher_scores_only_the_distilled_pairs_when_asked(beir_dir, tokenizer_dir, tmp_path):
     config = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
     student = task.inputs.student(config)
     documents = task.inputs.long_documents(config, student.tokenizer)
     dataset = documents.dataset
     pairs = [(qid, min(judged)) for qid, judged in sorted(dataset.qrels["train"].items())][:2]  # two queries
-    negatives = {}
-    for qid, _ in pairs:
-        others = [d for d in dataset.documents if d not in dataset.qrels["train"][qid]][:2]
-        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, 0) for d in others),
-                                               tuple((d, 0) for d in others))
+    negatives = _first_pieces_of_two_negatives(dataset, [qid for qid, _ in pairs])
     layout = task.layout_from_config(config.data)
     make = lambda: task.FgdExamples(pairs, documents, negatives, layout, query_max_length=16, max_length=64,
                                     representation="global", distill=[True, False])
@@ -239,11 +245,7 @@ def test_score_distilled_only_caches_the_pieces_of_the_distilled_pairs_and_nothi
                                                                                           tmp_path):
     probe = _config("tiny", beir_dir, tmp_path / "tfds", tokenizer_dir)
     dataset = task.inputs.long_documents(probe, task.inputs.student(probe).tokenizer).dataset
-    negatives = {}
-    for qid, judged in dataset.qrels["train"].items():
-        others = [d for d in dataset.documents if d not in judged][:2]
-        negatives[qid] = mining.QueryNegatives(tuple(others), tuple((d, 0) for d in others),
-                                               tuple((d, 0) for d in others))
+    negatives = _first_pieces_of_two_negatives(dataset, list(dataset.qrels["train"]))
     digest = mining.data_digest({d: doc.text for d, doc in dataset.documents.items()}, dataset.queries,
                                 dataset.qrels)
     mining.write_negatives(tmp_path / "negatives.jsonl", negatives, {"data": digest})
