@@ -9,6 +9,11 @@ What is reported, found anywhere under the workdir:
 - every training run's `metrics.jsonl`: curves of the train loss and of every evaluator measure by step.
 - every `<name>.margins.json` = {"system": str, "positive_minus_negative": [float, ...]}: the distribution of the
   score margin s(q, d+) - s(q, d-) (FGD's Figure 4); `evaluation.margins_from_scores` computes it from a run and qrels.
+- paired comparisons (`config.report.baseline` names a system by label or path): every other system against it, seed
+  by seed (distill_ret/significance.py: equal seed names pair up, a seedless baseline pairs with every seed): the
+  mean and spread of the differences and the pairs won; with `config.report.qrels_path`, also a two-sided paired
+  randomization test over queries, each seed's run file (the metrics file's "run") evaluated per query against those
+  qrels, which must reproduce the metrics file's values (else they are not the qrels it was evaluated with).
 - sweeps: systems whose paths differ only in one directory `NAME=VALUE` (e.g. `sweeps/m_gap=0.5/dev` and
   `sweeps/m_gap=1/dev`) are the points of sweep `sweeps/m_gap=*/dev`: a table (one row per value, numeric values
   ascending) and a plot of every measure against the value (lines for numbers, bars for names), as the DGR paper's
@@ -35,6 +40,7 @@ from collections.abc import Sequence
 import ml_collections
 from matplotlib.figure import Figure
 
+from distill_ret import evaluation, significance
 from distill_ret.data import formats
 from distill_ret.evaluation import MARGINS_SUFFIX
 from distill_ret.errors import ConfigError, UserError
@@ -44,6 +50,7 @@ TRAINING_LOG = "metrics.jsonl"
 MANIFEST = ".report-manifest.json"
 MANIFEST_KIND = "distill_ret report outputs"
 DEFAULT_OUTPUT_DIR = "report"
+RECOMPUTED_TOLERANCE = 1e-6  # a run's per-query evaluation must give its metrics file's values within this
 SWEEP_COMPONENT = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>[^/=]+)")  # a swept directory
 
 
@@ -94,6 +101,15 @@ class Sweep:
 
 
 @dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One system against the baseline: its paired differences, per measure that both sides hold."""
+
+    label: str
+    path: str
+    differences: dict[str, significance.PairedDifference]  # measure -> differences
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     workdir: str
     output_dir: str
@@ -104,6 +120,9 @@ class Report:
     sweeps: tuple[Sweep, ...]
     table: str  # the aligned text table printed on the terminal
     files: tuple[str, ...]  # output paths written
+    baseline: str = ""  # label of the system compared against ("" without comparisons)
+    comparisons: tuple[Comparison, ...] = ()
+    comparison_table: str = ""  # the aligned text table of the comparisons
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +131,9 @@ class ReportOptions:
     seed_pattern: str = r"seed\d+|s\d+"  # a path component matching this in full is a seed
     systems: str = ""  # "label=path,label=path": renames and orders systems
     measures: str = ""  # measure columns, comma-separated; "" = every measure found
-
-
-# ------------------------------------------------------------------------------------------------ margins
+    baseline: str = ""  # a system (label or path) every other one is compared with; "" = no comparison
+    qrels_path: str = ""  # qrels of the per-query randomization test; "" = seeds only
+    qrels_format: str = "beir"  # a key of evaluation.QRELS_READERS
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -123,19 +142,26 @@ class ReportOptions:
 def options_from_config(config: ml_collections.ConfigDict) -> ReportOptions:
     section = config.report
     options = ReportOptions(output_dir=section.output_dir, seed_pattern=section.seed_pattern,
-                            systems=section.systems, measures=section.measures)
+                            systems=section.systems, measures=section.measures, baseline=section.baseline,
+                            qrels_path=section.qrels_path, qrels_format=section.qrels_format)
     check_options(options)
     return options
 
 
 def check_options(options: ReportOptions) -> None:
     """Every option's value, checked before anything is read (ConfigError naming the field)."""
-    for field in ("output_dir", "seed_pattern", "systems", "measures"):
+    for field in ("output_dir", "seed_pattern", "systems", "measures", "baseline", "qrels_path", "qrels_format"):
         value = getattr(options, field)
         if not isinstance(value, str):
             raise ConfigError(f"config.report.{field}={value!r}: must be a string")
     _seed_regex(options.seed_pattern)
     _system_names(options.systems)
+    if options.qrels_path and not options.baseline:
+        raise ConfigError(f"config.report.qrels_path={options.qrels_path!r}: tests systems against "
+                          "config.report.baseline, which is empty")
+    if options.qrels_format not in evaluation.QRELS_READERS:
+        raise ConfigError(f"config.report.qrels_format={options.qrels_format!r}: must be one of "
+                          f"{sorted(evaluation.QRELS_READERS)}")
 
 
 def _seed_regex(pattern: str) -> re.Pattern:
@@ -366,6 +392,81 @@ def _measures(systems: list[SystemResult], options: ReportOptions) -> tuple[str,
     return asked
 
 
+# ------------------------------------------------------------------------------------------ comparisons
+
+
+def _baseline(systems: Sequence[SystemResult], options: ReportOptions) -> SystemResult:
+    for system in systems:
+        if options.baseline in (system.label, system.path):
+            return system
+    raise ConfigError(f"config.report.baseline={options.baseline!r}: no such system; systems: "
+                      f"{[system.label for system in systems]}")
+
+
+def _per_query(workdir: pathlib.Path, file: str, measures: Sequence[str], qrels, options: ReportOptions):
+    """measure -> query -> value of the run that the metrics file `file` evaluated, recomputed against `qrels`;
+    the recomputed aggregates must equal the file's."""
+    path = workdir / file
+    payload = _read_json(path)
+    run_path, level = payload.get("run"), payload.get("relevance_level", 1)
+    if not isinstance(run_path, str) or not run_path:
+        raise formats.FormatError(path, None, "names no \"run\" file, which config.report.qrels_path evaluates "
+                                              "query by query")
+    stored, _ = _read_metrics(path)
+    run = formats.read_run(run_path)
+    field = f"config.report.qrels_path={options.qrels_path!r}"
+    try:
+        result = evaluation.evaluate(run, qrels, measures, relevance_level=level)
+    except evaluation.NothingToEvaluate:
+        raise ConfigError(f"{field}: {run_path} ranks none of its queries: not the qrels {path} was evaluated "
+                          "with") from None
+    except ValueError as error:
+        raise formats.FormatError(path, None, f"cannot be evaluated per query: {error}") from None
+    for name in measures:
+        if abs(result.aggregate[name] - stored[name]) > RECOMPUTED_TOLERANCE:
+            raise ConfigError(f"{field}: {run_path} scores {name} {result.aggregate[name]:.4f} against them, {path} "
+                              f"holds {stored[name]:.4f}: not the qrels it was evaluated with")
+    return {name: {query: values[name] for query, values in result.per_query.items()} for name in measures}
+
+
+def _comparisons(workdir: pathlib.Path, systems: Sequence[SystemResult], baseline: SystemResult,
+                 measures: Sequence[str], options: ReportOptions) -> list[Comparison]:
+    """Every other system against `baseline` over their paired seeds, and over queries when qrels are given."""
+    qrels = None
+    if options.qrels_path:
+        qrels = evaluation.QRELS_READERS[options.qrels_format](options.qrels_path)
+        if not qrels:
+            raise formats.FormatError(options.qrels_path, None, "no judgements: nothing to compare")
+    per_query: dict[str, dict[str, dict[str, float]]] = {}  # metrics file -> measure -> query -> value
+
+    def values_of(system: SystemResult, seed: str, names: list[str]) -> dict[str, dict[str, float]]:
+        file = dict(zip(system.seeds, system.files))[seed]
+        if file not in per_query or any(name not in per_query[file] for name in names):
+            per_query[file] = {**per_query.get(file, {}), **_per_query(workdir, file, names, qrels, options)}
+        return per_query[file]
+
+    found = []
+    for system in systems:
+        pairs = significance.pair_seeds(list(system.seeds), list(baseline.seeds))
+        if system is baseline or not pairs:
+            continue
+        names = [name for name in measures if all(name in system.seeds[left] and name in baseline.seeds[right]
+                                                  for left, right in pairs)]
+        differences = {}
+        for name in names:
+            summary = significance.summarise(name, pairs, {seed: system.seeds[seed][name] for seed, _ in pairs},
+                                             {seed: baseline.seeds[seed][name] for _, seed in pairs})
+            if qrels is not None:
+                by_query = significance.per_query_differences(
+                    [values_of(system, left, names)[name] for left, _ in pairs],
+                    [values_of(baseline, right, names)[name] for _, right in pairs])
+                summary = dataclasses.replace(summary, queries=len(by_query),
+                                              p_value=significance.randomization_test(by_query))
+            differences[name] = summary
+        found.append(Comparison(system.label, system.path, differences))
+    return found
+
+
 # ----------------------------------------------------------------------------------------------- tables
 
 
@@ -398,6 +499,42 @@ def markdown_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> 
     header = ["system", "seeds", *measures]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(systems, measures)]
+    return "\n".join(lines)
+
+
+def _difference_cell(difference: significance.PairedDifference | None) -> str:
+    """`+0.0053 ± 0.0083 (2/3) p=0.21`: mean difference ± spread, (pairs won / pairs), randomization p-value."""
+    if difference is None:
+        return "-"
+    cell = f"{difference.mean:+.4f}"
+    if difference.spread is not None:
+        cell += f" ± {difference.spread:.4f}"
+    cell += f" ({difference.wins}/{len(difference.pairs)})"
+    if difference.p_value is not None:
+        cell += f" p={difference.p_value:.2g}"
+    return cell
+
+
+def _comparison_rows(comparisons: Sequence[Comparison], measures: Sequence[str]) -> list[list[str]]:
+    return [[item.label, str(len(next(iter(item.differences.values())).pairs)) if item.differences else "0",
+             *(_difference_cell(item.differences.get(name)) for name in measures)] for item in comparisons]
+
+
+def format_comparisons(comparisons: Sequence[Comparison], measures: Sequence[str]) -> str:
+    """The aligned text table of the comparisons: system, pairs, then per measure `_difference_cell`."""
+    header = ["system", "pairs", *measures]
+    body = _comparison_rows(comparisons, measures)
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+    lines = ["  ".join([cells[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))])
+             for cells in [header, *body]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def comparisons_markdown(comparisons: Sequence[Comparison], measures: Sequence[str]) -> str:
+    header = ["system", "pairs", *measures]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+              for row in _comparison_rows(comparisons, measures)]
     return "\n".join(lines)
 
 
@@ -513,6 +650,19 @@ def _unique(name: str, taken: set[str]) -> str:
 # ----------------------------------------------------------------------------------------------- outputs
 
 
+def _tested(comparisons: Sequence[Comparison]) -> bool:
+    return any(difference.p_value is not None for item in comparisons for difference in item.differences.values())
+
+
+def _comparisons_json(baseline: str, comparisons: Sequence[Comparison], options: ReportOptions) -> dict:
+    return {"system": baseline, "qrels": options.qrels_path or None, "comparisons": [
+        {"system": item.label, "path": item.path,
+         "measures": {name: {**dataclasses.asdict(difference), "pairs": [list(pair) for pair in difference.pairs],
+                             "differences": list(difference.differences)}
+                      for name, difference in item.differences.items()}}
+        for item in comparisons]}
+
+
 def _results_json(report_fields: dict, systems, runs, margins, sweeps, plots: dict[str, str]) -> dict:
     return {
         **report_fields,
@@ -530,11 +680,18 @@ def _results_json(report_fields: dict, systems, runs, margins, sweeps, plots: di
     }
 
 
-def _markdown(workdir: pathlib.Path, systems, measures, runs, margins, sweeps, plots: dict[str, str]) -> str:
+def _markdown(workdir: pathlib.Path, systems, measures, runs, margins, sweeps, plots: dict[str, str],
+              baseline: str = "", comparisons: Sequence[Comparison] = ()) -> str:
     lines = [f"# Report: {workdir}", ""]
     if systems:
         lines += ["## Results", "", "Mean over seeds ± sample standard deviation (ddof=1); `seeds` = runs averaged.",
                   "", markdown_table(systems, measures), "", f"![metrics]({plots['metrics']})", ""]
+    if baseline:
+        tested = _tested(comparisons)
+        lines += [f"## Against {baseline}", "", "Per measure: the mean over paired seeds of system − baseline ± their "
+                  "sample standard deviation, (pairs where the system is higher / pairs)"
+                  + (", and the two-sided paired randomization test over queries (p)." if tested else "."), "",
+                  comparisons_markdown(comparisons, measures), ""]
     for sweep in sweeps:
         lines += [f"## Sweep: {sweep.key}", "", sweep_table(sweep, measures), "",
                   f"![{sweep.key}]({plots[f'sweep/{sweep.key}']})", ""]
@@ -585,6 +742,10 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
     runs = _runs(root, log_paths)
     margins = _margins(root, margins_paths)
     sweeps = _sweeps(systems)
+    baseline_label, comparisons = "", []
+    if options.baseline:
+        baseline = _baseline(systems, options)
+        baseline_label, comparisons = baseline.label, _comparisons(root, systems, baseline, measures, options)
 
     outputs: dict[str, bytes] = {}  # file name -> bytes
     plots: dict[str, str] = {}  # plot key -> file name
@@ -604,9 +765,12 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
         outputs[name] = sweep_plot(sweep, measures)
     table = format_table(systems, measures) if systems else ""
     fields = {"workdir": str(root.resolve()), "measures": list(measures)}
+    if baseline_label:
+        fields["baseline"] = _comparisons_json(baseline_label, comparisons, options)
     outputs["results.json"] = (json.dumps(_results_json(fields, systems, runs, margins, sweeps, plots), indent=2)
                                + "\n").encode()
-    outputs["report.md"] = _markdown(root, systems, measures, runs, margins, sweeps, plots).encode()
+    outputs["report.md"] = _markdown(root, systems, measures, runs, margins, sweeps, plots,
+                                     baseline_label, comparisons).encode()
 
     previous = _previous_outputs(output_dir, options)
     _check_targets(output_dir, list(outputs), previous, options)
@@ -617,7 +781,8 @@ def build_report(workdir: str | os.PathLike, options: ReportOptions = ReportOpti
         with formats.atomic_write(output_dir / name, "wb") as handle:
             handle.write(payload)
     return Report(str(root), str(output_dir), measures, tuple(systems), tuple(runs), tuple(margins), tuple(sweeps),
-                  table, tuple(str(output_dir / name) for name in outputs))
+                  table, tuple(str(output_dir / name) for name in outputs), baseline_label, tuple(comparisons),
+                  format_comparisons(comparisons, measures) if baseline_label else "")
 
 
 def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Report:
@@ -625,6 +790,10 @@ def run_from_config(config: ml_collections.ConfigDict, workdir: str) -> Report:
     report = build_report(workdir, options_from_config(config))
     if report.table:
         print(report.table)
+    if report.baseline:
+        print(f"\nagainst {report.baseline}: mean ± spread of the paired differences (pairs won / pairs)"
+              + (", p: randomization test over queries" if _tested(report.comparisons) else ""))
+        print(report.comparison_table)
     for run in report.runs:
         print(f"training run {run.name}: {', '.join(run.curves) or 'no curves'}")
     print(f"wrote {len(report.files)} files to {report.output_dir}")

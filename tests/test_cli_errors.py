@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from distill_ret import evaluation
 from distill_ret.data import formats
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -64,6 +65,7 @@ CANDIDATES = ("candidates", "--config={C}/dgr.py:tiny_stage2", "--workdir={S}/wo
               "--config.identifiers.dir={S}/ids", "--config.model.init_from={S}/hf_bad",
               "--config.teacher.path={S}/run.trec")
 REPORT = ("report", "--config={C}/report.py", "--workdir={S}/work")
+REPORTED = ("report", "--config={C}/report.py", "--workdir={S}/reported")
 
 IN_PROCESS_CASES = [
     # build-data
@@ -187,6 +189,15 @@ IN_PROCESS_CASES = [
     case("report-nothing-to-report", *REPORT, message="nothing to report"),
     case("report-bad-seed-pattern", *REPORT, "--config.report.seed_pattern=(",
          message="config.report.seed_pattern='('"),
+    case("report-unknown-baseline", *REPORTED, "--config.report.baseline=nope",
+         message="config.report.baseline='nope'"),
+    case("report-qrels-without-baseline", *REPORTED, "--config.report.qrels_path={S}/qrels.tsv",
+         message="config.report.qrels_path='{S}/qrels.tsv'"),
+    case("report-qrels-format", *REPORTED, "--config.report.baseline=bm25/run",
+         "--config.report.qrels_path={S}/qrels.tsv", "--config.report.qrels_format=csv",
+         message="config.report.qrels_format='csv'"),
+    case("report-qrels-of-other-queries", *REPORTED, "--config.report.baseline=bm25/run",
+         "--config.report.qrels_path={S}/beir/qrels/train.tsv", message="ranks none of its queries"),
 ]
 
 SUBPROCESS_CASES = [
@@ -212,7 +223,8 @@ SUBPROCESS_ENVIRONMENT = {"DISTILL_RET_NUM_PROCESSES": "x"}
 
 def write_template(root: pathlib.Path) -> None:
     """The inputs every case may read: a BEIR directory, runs, qrels, a corrupt copy of each, an HF-looking
-    directory with corrupt weights, a file where a directory is expected, and a workdir holding a user's files."""
+    directory with corrupt weights, a file where a directory is expected, a workdir holding a user's files, and a
+    workdir with two evaluated runs for mode `report`."""
     corpus = {f"d{i}": formats.Document(f"d{i}", f"title {i}", f"wing flutter boundary layer text {i}")
               for i in range(6)}
     queries = {"q1": "wing flutter", "q2": "boundary layer", "q3": "heat"}
@@ -231,6 +243,10 @@ def write_template(root: pathlib.Path) -> None:
     (root / "afile").write_text("a file, not a directory\n")
     (root / "work").mkdir()
     (root / "work" / "notes.txt").write_text("the user's own notes\n")
+    for system, run in (("bm25", "run.trec"), ("teacher", "partial.trec")):
+        scored = evaluation.evaluate(formats.read_run(root / run), qrels["test"], ("MRR@10",))
+        evaluation.save_evaluation(scored, root / "reported" / "seed0" / system, "run", per_query=False,
+                                   extra={"run": str(root / run), "qrels": "beir [test]"})
     (root / "evaluated").mkdir()
     (root / "evaluated" / "run.metrics.json").write_text(json.dumps({"run": "/elsewhere/run.trec", "measures": {}}))
     (root / "hf_bad").mkdir()

@@ -20,8 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 # own layer or any lower one. Top-level modules sit where their imports and users put them:
 # - errors, distributed: imported by everything that reports a user error or asks which process it is; they import
 #   nothing of the package (layer 0, like the package root).
-# - evaluation, bm25: work on data only (runs, qrels, lexical retrieval); teachers, trainers and modes use them,
-#   so they sit with data (layer 1).
+# - evaluation, significance, bm25: work on data only (runs, qrels, per-query values, lexical retrieval); teachers,
+#   trainers and modes use them, so they sit with data (layer 1).
 # - hf (checkpoint import, tokenizers and digests): converts between files and models, beside models (layer 2);
 #   its `export` module is mode `export` and reads training checkpoints (a mode, layer 6).
 # - index (the sharded encoding engine and top-k search): built on training's mesh helpers and used by teachers
@@ -34,6 +34,7 @@ LAYERS = {
     f"{PACKAGE}.distributed": 0,
     f"{PACKAGE}.data": 1,
     f"{PACKAGE}.evaluation": 1,
+    f"{PACKAGE}.significance": 1,
     f"{PACKAGE}.bm25": 1,
     f"{PACKAGE}.models": 2,
     f"{PACKAGE}.hf": 2,

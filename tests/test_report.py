@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from distill_ret import evaluation, report
+from distill_ret import evaluation, report, significance
 from distill_ret.data import formats
 from distill_ret.errors import ConfigError
 
@@ -261,3 +261,124 @@ def test_sweeps_are_tables_and_plots_of_one_setting(tmp_path):
         assert payload.startswith(PNG_SIGNATURE) and len(payload) > 5000
     saved = json.loads((root / "report" / "results.json").read_text())["sweeps"]
     assert saved["sweeps/m_gap=*/dev"]["values"] == ["0", "0.5", "1", "2"]
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+
+JUDGED = {f"q{i}": {f"d{i}": 1} for i in range(1, 5)}  # one relevant document per query
+RANKS = {  # run (relative to the workdir, without suffix) -> rank of each query's relevant document
+    "seed0/nokd/retrieve-test": (1, 2, 1, 3),
+    "seed1/nokd/retrieve-test": (2, 2, 1, 1),
+    "seed0/fgd/retrieve-test": (1, 1, 1, 3),
+    "seed1/fgd/retrieve-test": (1, 2, 1, 1),
+    "seed2/fgd/retrieve-test": (1, 1, 1, 1),  # no seed2 of the baseline: unpaired
+    "bm25/bm25-test": (3, 1, 2, 1),  # seedless: pairs with both baseline seeds
+}
+COMPARED = ("MRR@10", "R@1")
+
+
+def write_ranked_run(root: pathlib.Path, name: str, ranks: tuple[int, ...], qrels=JUDGED) -> None:
+    """A run ranking three documents per query with the relevant one at the given rank, and its metrics file as the
+    modes write it (the run's absolute path, the qrels description)."""
+    run = {}
+    for index, rank in enumerate(ranks, 1):
+        others = iter(f"x{index}_{j}" for j in range(2))
+        order = [f"d{index}" if position == rank else next(others) for position in (1, 2, 3)]
+        run[f"q{index}"] = {doc: 3.0 - position for position, doc in enumerate(order)}
+    path = root / f"{name}.trec"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    formats.write_run(run, path, tag="test")
+    result = evaluation.evaluate(run, qrels, COMPARED)
+    evaluation.save_evaluation(result, path.parent, path.stem, per_query=False,
+                               extra={"run": str(path.resolve()), "qrels": "data [test]"})
+
+
+@pytest.fixture
+def compared(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """(workdir of the RANKS runs, their BEIR qrels file)."""
+    root = tmp_path / "compared"
+    for name, ranks in RANKS.items():
+        write_ranked_run(root, name, ranks)
+    qrels = tmp_path / "qrels.tsv"
+    formats.write_qrels(JUDGED, qrels)
+    return root, qrels
+
+
+def test_systems_are_compared_with_the_baseline_by_seed_and_by_query(compared):
+    root, qrels = compared
+    result = report.build_report(root, report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(qrels)))
+    assert result.baseline == "nokd/retrieve-test"
+    by_label = {item.label: item for item in result.comparisons}
+    assert list(by_label) == ["bm25/bm25-test", "fgd/retrieve-test"]
+
+    fgd = by_label["fgd/retrieve-test"].differences["MRR@10"]
+    assert fgd.pairs == (("seed0", "seed0"), ("seed1", "seed1"))
+    # MRR@10 per seed: fgd (1 + 1 + 1 + 1/3) / 4 and (1 + 1/2 + 1 + 1) / 4; nokd (1 + 1/2 + 1 + 1/3) / 4, 3/4
+    assert fgd.differences == pytest.approx((0.125, 0.125)) and fgd.mean == pytest.approx(0.125)
+    assert fgd.spread == pytest.approx(0.0) and (fgd.wins, fgd.losses) == (2, 0)
+    # per query, averaged over the pairs: (0 + 1/2) / 2, (1/2 + 0) / 2, 0, 0 -> sign flips of (1/4, 1/4): p = 2/4
+    assert fgd.queries == 4 and fgd.p_value == pytest.approx(0.5)
+    recall = by_label["fgd/retrieve-test"].differences["R@1"]
+    assert recall.differences == pytest.approx((0.25, 0.25)) and recall.p_value == pytest.approx(0.5)
+
+    bm25 = by_label["bm25/bm25-test"].differences["MRR@10"]
+    assert bm25.pairs == (("", "seed0"), ("", "seed1"))
+    # per query: ((1/3 - 1) + (1/3 - 1/2)) / 2, ((1 - 1/2) + (1 - 1/2)) / 2, ((1/2 - 1) + (1/2 - 1)) / 2, (2/3 + 0) / 2
+    by_hand = [-5 / 12, 1 / 2, -1 / 2, 1 / 3]
+    assert bm25.mean == pytest.approx(sum(by_hand) / 4)
+    assert bm25.p_value == pytest.approx(significance.randomization_test(by_hand))
+
+    lines = result.comparison_table.splitlines()
+    assert lines[0].split() == ["system", "pairs", "MRR@10", "R@1"]
+    assert lines[3].split() == ["fgd/retrieve-test", "2", "+0.1250", "±", "0.0000", "(2/2)", "p=0.5", "+0.2500", "±",
+                                "0.0000", "(2/2)", "p=0.5"]
+    markdown = (root / "report" / "report.md").read_text()
+    assert "## Against nokd/retrieve-test" in markdown and "randomization test over queries" in markdown
+    assert "| fgd/retrieve-test | 2 | +0.1250 ± 0.0000 (2/2) p=0.5 | +0.2500 ± 0.0000 (2/2) p=0.5 |" in markdown
+    saved = json.loads((root / "report" / "results.json").read_text())["baseline"]
+    assert saved["system"] == "nokd/retrieve-test" and saved["qrels"] == str(qrels)
+    rows = {row["system"]: row["measures"]["MRR@10"] for row in saved["comparisons"]}
+    assert rows["fgd/retrieve-test"]["pairs"] == [["seed0", "seed0"], ["seed1", "seed1"]]
+    assert rows["fgd/retrieve-test"]["p_value"] == pytest.approx(0.5) and rows["bm25/bm25-test"]["wins"] == 0
+
+
+def test_without_qrels_only_seeds_are_compared_and_a_label_names_the_baseline(compared):
+    root, _ = compared
+    options = report.ReportOptions(systems="no KD=nokd/retrieve-test", baseline="no KD")
+    result = report.build_report(root, options)
+    fgd = {item.label: item for item in result.comparisons}["fgd/retrieve-test"].differences["MRR@10"]
+    assert result.baseline == "no KD" and fgd.p_value is None and fgd.queries == 0
+    assert fgd.mean == pytest.approx(0.125)
+    assert "| fgd/retrieve-test | 2 | +0.1250 ± 0.0000 (2/2) | +0.2500 ± 0.0000 (2/2) |" in (
+        root / "report" / "report.md").read_text()
+
+
+def test_comparison_errors_name_the_field_or_file_and_write_nothing(compared, tmp_path):
+    root, qrels = compared
+    before = snapshot(root)
+    for options, error, message in [
+        (report.ReportOptions(baseline="nope"), ConfigError, "config.report.baseline='nope': no such system"),
+        (report.ReportOptions(qrels_path=str(qrels)), ConfigError, "qrels_path=.*baseline, which is empty"),
+        (report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(qrels), qrels_format="csv"), ConfigError,
+         "config.report.qrels_format='csv'"),
+        (report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(tmp_path / "absent.tsv")),
+         formats.FormatError, "absent.tsv"),
+    ]:
+        with pytest.raises(error, match=message):
+            report.build_report(root, options)
+    moved = tmp_path / "moved.tsv"  # q1's relevant document is another one: not the qrels the runs were scored with
+    formats.write_qrels({**JUDGED, "q1": {"x1_0": 1}}, moved)
+    with pytest.raises(ConfigError, match=r"config.report.qrels_path=.*scores MRR@10 .* not the qrels"):
+        report.build_report(root, report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(moved)))
+    other = tmp_path / "other.tsv"
+    formats.write_qrels({"q9": {"d9": 1}}, other)
+    with pytest.raises(ConfigError, match="ranks none of its queries"):
+        report.build_report(root, report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(other)))
+    assert snapshot(root) == before
+
+    runless = root / "seed0" / "nokd" / "retrieve-test.metrics.json"
+    payload = json.loads(runless.read_text())
+    del payload["run"]
+    runless.write_text(json.dumps(payload))
+    with pytest.raises(formats.FormatError, match=f"{runless}: names no \"run\" file"):
+        report.build_report(root, report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(qrels)))
