@@ -404,8 +404,8 @@ def _baseline(systems: Sequence[SystemResult], options: ReportOptions) -> System
 
 
 def _per_query(workdir: pathlib.Path, file: str, measures: Sequence[str], qrels, options: ReportOptions):
-    """measure -> query -> value of the run that the metrics file `file` evaluated, recomputed against `qrels`;
-    the recomputed aggregates must equal the file's."""
+    """measure -> query -> value of the run that the metrics file `file` evaluated, recomputed against `qrels` for
+    each of `measures` that the file holds; the recomputed aggregates must equal the file's."""
     path = workdir / file
     payload = _read_json(path)
     run_path, level = payload.get("run"), payload.get("relevance_level", 1)
@@ -413,20 +413,21 @@ def _per_query(workdir: pathlib.Path, file: str, measures: Sequence[str], qrels,
         raise formats.FormatError(path, None, "names no \"run\" file, which config.report.qrels_path evaluates "
                                               "query by query")
     stored, _ = _read_metrics(path)
+    names = [name for name in measures if name in stored]
     run = formats.read_run(run_path)
     field = f"config.report.qrels_path={options.qrels_path!r}"
     try:
-        result = evaluation.evaluate(run, qrels, measures, relevance_level=level)
+        result = evaluation.evaluate(run, qrels, names, relevance_level=level)
     except evaluation.NothingToEvaluate:
         raise ConfigError(f"{field}: {run_path} ranks none of its queries: not the qrels {path} was evaluated "
                           "with") from None
     except ValueError as error:
         raise formats.FormatError(path, None, f"cannot be evaluated per query: {error}") from None
-    for name in measures:
+    for name in names:
         if abs(result.aggregate[name] - stored[name]) > RECOMPUTED_TOLERANCE:
             raise ConfigError(f"{field}: {run_path} scores {name} {result.aggregate[name]:.4f} against them, {path} "
                               f"holds {stored[name]:.4f}: not the qrels it was evaluated with")
-    return {name: {query: values[name] for query, values in result.per_query.items()} for name in measures}
+    return {name: {query: values[name] for query, values in result.per_query.items()} for name in names}
 
 
 def _comparisons(workdir: pathlib.Path, systems: Sequence[SystemResult], baseline: SystemResult,
@@ -439,10 +440,10 @@ def _comparisons(workdir: pathlib.Path, systems: Sequence[SystemResult], baselin
             raise formats.FormatError(options.qrels_path, None, "no judgements: nothing to compare")
     per_query: dict[str, dict[str, dict[str, float]]] = {}  # metrics file -> measure -> query -> value
 
-    def values_of(system: SystemResult, seed: str, names: list[str]) -> dict[str, dict[str, float]]:
+    def values_of(system: SystemResult, seed: str) -> dict[str, dict[str, float]]:
         file = dict(zip(system.seeds, system.files))[seed]
-        if file not in per_query or any(name not in per_query[file] for name in names):
-            per_query[file] = {**per_query.get(file, {}), **_per_query(workdir, file, names, qrels, options)}
+        if file not in per_query:
+            per_query[file] = _per_query(workdir, file, measures, qrels, options)
         return per_query[file]
 
     found = []
@@ -450,16 +451,15 @@ def _comparisons(workdir: pathlib.Path, systems: Sequence[SystemResult], baselin
         pairs = significance.pair_seeds(list(system.seeds), list(baseline.seeds))
         if system is baseline or not pairs:
             continue
-        names = [name for name in measures if all(name in system.seeds[left] and name in baseline.seeds[right]
-                                                  for left, right in pairs)]
         differences = {}
-        for name in names:
+        for name in measures:
+            if not all(name in system.seeds[left] and name in baseline.seeds[right] for left, right in pairs):
+                continue
             summary = significance.summarise(name, pairs, {seed: system.seeds[seed][name] for seed, _ in pairs},
                                              {seed: baseline.seeds[seed][name] for _, seed in pairs})
             if qrels is not None:
-                by_query = significance.per_query_differences(
-                    [values_of(system, left, names)[name] for left, _ in pairs],
-                    [values_of(baseline, right, names)[name] for _, right in pairs])
+                by_query = significance.per_query_differences([values_of(system, left)[name] for left, _ in pairs],
+                                                              [values_of(baseline, right)[name] for _, right in pairs])
                 summary = dataclasses.replace(summary, queries=len(by_query),
                                               p_value=significance.randomization_test(by_query))
             differences[name] = summary

@@ -273,6 +273,7 @@ RANKS = {  # run (relative to the workdir, without suffix) -> rank of each query
     "seed1/fgd/retrieve-test": (1, 2, 1, 1),
     "seed2/fgd/retrieve-test": (1, 1, 1, 1),  # no seed2 of the baseline: unpaired
     "bm25/bm25-test": (3, 1, 2, 1),  # seedless: pairs with both baseline seeds
+    "seed3/solo/retrieve-test": (1, 1, 1, 1),  # no seed in common with the baseline: not compared
 }
 COMPARED = ("MRR@10", "R@1")
 
@@ -309,7 +310,7 @@ def test_systems_are_compared_with_the_baseline_by_seed_and_by_query(compared):
     result = report.build_report(root, report.ReportOptions(baseline="nokd/retrieve-test", qrels_path=str(qrels)))
     assert result.baseline == "nokd/retrieve-test"
     by_label = {item.label: item for item in result.comparisons}
-    assert list(by_label) == ["bm25/bm25-test", "fgd/retrieve-test"]
+    assert list(by_label) == ["bm25/bm25-test", "fgd/retrieve-test"]  # not the baseline, not solo (no pair)
 
     fgd = by_label["fgd/retrieve-test"].differences["MRR@10"]
     assert fgd.pairs == (("seed0", "seed0"), ("seed1", "seed1"))
