@@ -482,10 +482,8 @@ def _rows(systems: Sequence[SystemResult], measures: Sequence[str]) -> list[list
     return [[system.label, str(len(system.seeds)), *(_cell(system, name) for name in measures)] for system in systems]
 
 
-def format_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
-    """The aligned text table: system, seeds, then each measure (mean ± spread, four decimals)."""
-    header = ["system", "seeds", *measures]
-    body = _rows(systems, measures)
+def _aligned(header: list[str], body: list[list[str]]) -> str:
+    """An aligned text table: the first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
 
     def render(cells: list[str]) -> str:
@@ -495,11 +493,20 @@ def format_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> st
     return "\n".join([render(header), "-" * len(render(header)), *map(render, body)])
 
 
-def markdown_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
-    header = ["system", "seeds", *measures]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(systems, measures)]
+def _markdown_grid(header: list[str], body: list[list[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned; `|` in cells escaped."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", *("---:" for _ in header[1:])]) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def format_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
+    """The aligned text table: system, seeds, then each measure (mean ± spread, four decimals)."""
+    return _aligned(["system", "seeds", *measures], _rows(systems, measures))
+
+
+def markdown_table(systems: Sequence[SystemResult], measures: Sequence[str]) -> str:
+    return _markdown_grid(["system", "seeds", *measures], _rows(systems, measures))
 
 
 def _difference_cell(difference: significance.PairedDifference | None) -> str:
@@ -522,20 +529,11 @@ def _comparison_rows(comparisons: Sequence[Comparison], measures: Sequence[str])
 
 def format_comparisons(comparisons: Sequence[Comparison], measures: Sequence[str]) -> str:
     """The aligned text table of the comparisons: system, pairs, then per measure `_difference_cell`."""
-    header = ["system", "pairs", *measures]
-    body = _comparison_rows(comparisons, measures)
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    lines = ["  ".join([cells[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))])
-             for cells in [header, *body]]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return _aligned(["system", "pairs", *measures], _comparison_rows(comparisons, measures))
 
 
 def comparisons_markdown(comparisons: Sequence[Comparison], measures: Sequence[str]) -> str:
-    header = ["system", "pairs", *measures]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *("---:" for _ in measures)]) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-              for row in _comparison_rows(comparisons, measures)]
-    return "\n".join(lines)
+    return _markdown_grid(["system", "pairs", *measures], _comparison_rows(comparisons, measures))
 
 
 def sweep_table(sweep: Sweep, measures: Sequence[str]) -> str:
