@@ -37,12 +37,10 @@ def main():
     config = load_config(args.preset, args.max_length)
     documents = inputs.long_documents(config, inputs.student(config).tokenizer)
     dataset = documents.dataset
-    position = {passage.passage_id: (doc_id, index) for doc_id, document in dataset.documents.items()
-                for index, passage in enumerate(document.passages)}
+    shown = documents.visible_passages()
     for split, qrels in sorted(dataset.passage_qrels.items()):
         judged = [passage for per_query in qrels.values() for passage, gain in per_query.items() if gain > 0]
-        visible = sum(bool(documents.segmented[doc_id].passage_mask[index])
-                      for doc_id, index in (position[passage] for passage in judged))
+        visible = sum(passage in shown for passage in judged)
         print(f"{split}: {visible} of {len(judged)} judged passages ({visible / max(len(judged), 1):.1%}) lie within "
               f"the first {config.data.max_length} tokens of their document")
     shown = np.mean([segmented.passage_mask.sum() for segmented in documents.segmented.values()])

@@ -37,12 +37,9 @@ def seeded_runs(pattern: str) -> dict[str, str]:
 
 def visible_queries(documents: inputs.LongDocuments, split: str) -> set[str]:
     """Queries of `split` with a judged passage that keeps a token in its document's truncated encoding."""
-    dataset = documents.dataset
-    position = {passage.passage_id: (doc_id, index) for doc_id, document in dataset.documents.items()
-                for index, passage in enumerate(document.passages)}
-    return {qid for qid, judged in dataset.passage_qrels[split].items()
-            if any(gain > 0 and documents.segmented[position[pid][0]].passage_mask[position[pid][1]]
-                   for pid, gain in judged.items())}
+    shown = documents.visible_passages()
+    return {qid for qid, judged in documents.dataset.passage_qrels[split].items()
+            if any(gain > 0 and pid in shown for pid, gain in judged.items())}
 
 
 def group_rows(system: list[dict[str, float]], baseline: list[dict[str, float]],

@@ -316,6 +316,10 @@ def test_visible_positives_only_keeps_pairs_whose_judged_passage_is_encoded(beir
         return any(span.start <= start < span.end for start, end in offsets if end > start)
 
     owner = dataset.passage_document
+    shown = {p.passage_id for doc_id, document in dataset.documents.items() for p in document.passages
+             if encoded(doc_id, p.passage_id)}
+    assert 0 < len(shown) < len(owner)
+    assert documents.visible_passages() == shown
     expected = [(qid, doc_id) for qid, doc_id in pairs
                 if any(owner[p] == doc_id and encoded(doc_id, p) for p in dataset.passage_qrels["train"][qid])]
     assert 0 < len(expected) < len(pairs)  # the fixture has both kinds

@@ -94,6 +94,32 @@ def test_semantic_docids_tokenise_to_a_prefix_free_distinct_labelling():
     assert again == built
 
 
+def test_unigram_training_gives_the_same_tokenizer_every_time(cranfield_dir):
+    # On Cranfield, tokenizers' UnigramTrainer (the trainer before) ordered its pieces differently in about one run
+    # in three: a hash map with a per-process random seed decides the order of its floating-point sums.
+    texts = [identifiers.passage_text(doc) for doc in formats.read_corpus(cranfield_dir / "corpus.jsonl").values()]
+    first = identifiers.train_unigram(texts, 8000)
+    for _ in range(4):
+        assert identifiers.train_unigram(texts, 8000).backend_tokenizer.to_str() == first.backend_tokenizer.to_str()
+    assert 1000 < len(first) <= 8000
+
+
+def test_unigram_tokenizer_is_t5_kind():
+    texts = ["The  wing's\tflow at Mach 2.75 (1956)\n\nover the plate", "boundary layer of a cone at 10 degrees"] * 5
+    tokenizer = identifiers.train_unigram(texts, 80)
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "</s>", "<unk>"]
+    assert len(tokenizer) <= 80
+    digits = tokenizer.convert_tokens_to_ids([str(digit) for digit in range(10)])
+    assert 2 not in digits and len(set(digits)) == 10  # every digit its own piece, even those the texts lack
+    ids = tokenizer("at Mach 2.75")["input_ids"]
+    assert ids[-1] == 1 and 1 not in ids[:-1]  # EOS appended
+    assert tokenizer.convert_ids_to_tokens(ids[-5:-1]) == ["2", ".", "7", "5"]
+    assert tokenizer.decode(tokenizer(texts[0])["input_ids"], skip_special_tokens=True) == (
+        "The wing's flow at Mach 2.75 (1956) over the plate")  # whitespace runs become one space
+    assert 2 not in tokenizer(texts[1])["input_ids"]
+
+
 def test_views_map_identifiers_to_passages_many_to_many():
     corpus = tiny_corpus(14)
     tokenizer = identifiers.train_unigram([doc.text for doc in corpus.values()], 60)

@@ -10,9 +10,9 @@ An identifier is one (view, text) pair; it maps to every passage that has that t
 Its tokens are the tokenizer's ids of the text without special tokens, cut to `max_tokens - 1`, then EOS.
 
 Tokenizer: a given directory's (a local T5 checkpoint's own, or MiniLM's WordPiece, whose [SEP] serves as EOS), or a
-Unigram tokenizer trained on the corpus with `tokenizers` (T5's kind: pad 0, EOS 1, unk 2, every digit its own
-token, EOS appended to encoded queries). Atomic and semantic docids are digit strings in that vocabulary; distinct
-docids must tokenise to distinct sequences (checked).
+Unigram tokenizer trained on the corpus (T5's kind, pieces from SentencePiece's trainer, deterministic; encoded by
+`tokenizers`: pad 0, EOS 1, unk 2, every digit its own token, EOS appended to encoded queries). Atomic and semantic
+docids are digit strings in that vocabulary; distinct docids must tokenise to distinct sequences (checked).
 
 Directory (`build_or_load`): `identifiers.jsonl` (one identifier a line: view, text, passages, tokens),
 `identifiers.json` (format, fingerprint, EOS, vocabulary size, counts), the tokenizer files and the trie
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -30,9 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
+import sentencepiece
 import tokenizers
 import transformers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from distill_ret.data import formats
 from distill_ret.dgr import semantic_ids
@@ -165,15 +167,31 @@ def eos_id(tokenizer) -> int:
 
 def train_unigram(texts: Sequence[str], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
     """A T5-kind Unigram tokenizer trained on `texts`: pad 0, EOS 1, unk 2; digits split one per token; EOS is
-    appended to every encoded text (as T5's tokenizer does)."""
-    backend = tokenizers.Tokenizer(models.Unigram())
-    backend.normalizer = normalizers.NFKC()
+    appended to every encoded text (as T5's tokenizer does).
+
+    The pieces and their log-probabilities come from SentencePiece's Unigram trainer (T5's own), on one thread: the same
+    texts give the same vocabulary in every process (`tokenizers`' UnigramTrainer sums over a randomly seeded hash map,
+    so its scores, the order of its pieces and the ids of identifiers change from run to run). The vocabulary holds at
+    most `vocab_size` pieces (fewer where the texts have fewer). The tokenizer that encodes is `tokenizers`': NFKC,
+    whitespace runs as one space, "▁" word boundaries, digits split, Viterbi over those pieces.
+    """
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
+                                       normalizers.Strip()])
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([normalizer.normalize_str(text) for text in texts]), model_writer=model,
+        model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False, num_threads=1,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=1 << 24,
+        character_coverage=1.0, split_digits=True, required_chars="0123456789",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    pieces = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(pieces.id_to_piece(index), pieces.get_score(index)) for index in range(pieces.get_piece_size())]
+    backend = tokenizers.Tokenizer(models.Unigram(vocab, unk_id=UNIGRAM_SPECIALS.index("<unk>")))
+    backend.add_special_tokens(list(UNIGRAM_SPECIALS))
+    backend.normalizer = normalizer
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
                                                      pre_tokenizers.Digits(individual_digits=True)])
     backend.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(UNIGRAM_SPECIALS),
-                                      unk_token=UNIGRAM_SPECIALS[2], initial_alphabet=list("0123456789"))
-    backend.train_from_iterator(texts, trainer)
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=UNIGRAM_SPECIALS[0],
                                                 eos_token=UNIGRAM_SPECIALS[1], unk_token=UNIGRAM_SPECIALS[2])
@@ -384,7 +402,7 @@ def build_or_load(directory: str | os.PathLike, corpus: Mapping[str, formats.Doc
         tokenizer_source = f"dir:{tokenizer_digest(tokenizer)}"
     else:
         tokenizer = None
-        tokenizer_source = f"unigram:{options.unigram_vocab_size}"
+        tokenizer_source = f"unigram-sentencepiece:{options.unigram_vocab_size}"
     record = fingerprint(corpus, options, tokenizer_source, encoder_source)
     if directory.exists():
         if not (directory / METADATA_FILE).is_file():

@@ -28,6 +28,12 @@ class LongDocuments:
     segmented: dict[str, segment.SegmentedDocument]
     tokenizer: Any
 
+    def visible_passages(self) -> set[str]:
+        """Ids of the passages that keep at least one token within their document's truncated encoding."""
+        return {passage.passage_id for doc_id, document in self.dataset.documents.items()
+                for passage, shown in zip(document.passages, self.segmented[doc_id].passage_mask, strict=True)
+                if shown}
+
 
 @dataclasses.dataclass(frozen=True)
 class Student:

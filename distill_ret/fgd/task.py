@@ -318,12 +318,12 @@ def pair_visibility(pairs: Sequence[tuple[str, str]], documents: inputs.LongDocu
     """Per (query, document) pair: whether the document keeps, within its truncated encoding, a token of a passage
     judged for that query with gain >= min_gain."""
     passage_qrels = documents.dataset.passage_qrels.get(split, {})
+    shown = documents.visible_passages()
     visible = []
     for qid, doc_id in pairs:
         judged = {p for p, gain in passage_qrels.get(qid, {}).items() if gain >= min_gain}
-        mask = documents.segmented[doc_id].passage_mask  # [passages]
-        visible.append(any(passage.passage_id in judged and mask[index]
-                           for index, passage in enumerate(documents.dataset.documents[doc_id].passages)))
+        visible.append(any(passage.passage_id in judged and passage.passage_id in shown
+                           for passage in documents.dataset.documents[doc_id].passages))
     return visible
 
 
