@@ -179,6 +179,9 @@ IN_PROCESS_CASES = [
          "--workdir={S}/work", "--config.data.beir_dir={S}/beir", "--config.guide.kind=dense",
          "--config.guide.path={S}/beir", "--config.guide.temperature=nan",
          message="config.guide.temperature=nan: must be a finite number > 0.0"),
+    case("train-dgr-unigram-vocabulary-too-small", "train", "--config={C}/dgr.py:tiny", "--workdir={S}/work",
+         "--config.data.beir_dir={S}/beir", "--config.identifiers.dir={S}/ids",
+         "--config.identifiers.unigram_vocab_size=16", message="config.identifiers.unigram_vocab_size=16: too small"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
     case("candidates-pseudo-bounds", *CANDIDATES, "--config.candidates.pseudo.max_words=2",

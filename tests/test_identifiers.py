@@ -120,6 +120,15 @@ def test_unigram_tokenizer_is_t5_kind():
     assert 2 not in tokenizer(texts[1])["input_ids"]
 
 
+def test_unigram_training_refuses_a_vocabulary_below_the_characters_and_an_empty_corpus():
+    texts = ["wing flow shock"] * 3  # 11 letters, the word boundary and 10 digits: 22 pieces, with 3 specials 25
+    assert len(identifiers.train_unigram(texts, 25)) == 25
+    with pytest.raises(ConfigError, match=r"unigram_vocab_size=24: too small for this corpus, whose 22 characters"):
+        identifiers.train_unigram(texts, 24)
+    with pytest.raises(ConfigError, match="no text to train the Unigram tokenizer on"):
+        identifiers.train_unigram([" \n", ""], 60)
+
+
 def test_views_map_identifiers_to_passages_many_to_many():
     corpus = tiny_corpus(14)
     tokenizer = identifiers.train_unigram([doc.text for doc in corpus.values()], 60)

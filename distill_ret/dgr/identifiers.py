@@ -177,9 +177,17 @@ def train_unigram(texts: Sequence[str], vocab_size: int) -> transformers.PreTrai
     """
     normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
                                        normalizers.Strip()])
+    sentences = [normalized for normalized in map(normalizer.normalize_str, texts) if normalized]
+    if not sentences:
+        raise ConfigError("config.identifiers: the corpus has no text to train the Unigram tokenizer on")
+    characters = set("".join(sentences).replace(" ", "▁")) | set("0123456789▁")  # every one a piece of its own
+    if vocab_size < len(UNIGRAM_SPECIALS) + len(characters):
+        raise ConfigError(f"config.identifiers.unigram_vocab_size={vocab_size}: too small for this corpus, whose "
+                          f"{len(characters)} characters (digits and the word boundary included) and "
+                          f"{len(UNIGRAM_SPECIALS)} special tokens need {len(UNIGRAM_SPECIALS) + len(characters)}")
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter([normalizer.normalize_str(text) for text in texts]), model_writer=model,
+        sentence_iterator=iter(sentences), model_writer=model,
         model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False, num_threads=1,
         normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=1 << 24,
         character_coverage=1.0, split_digits=True, required_chars="0123456789",
