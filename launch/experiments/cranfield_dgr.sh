@@ -62,6 +62,7 @@ test_run() {  # test_run WORKDIR: the test split retrieved by WORKDIR's best che
 }
 
 BEIR_DIR=$($PYTHON - "$DATASET" <<'EOF'
+import contextlib
 import importlib.util
 import sys
 
@@ -70,7 +71,9 @@ from distill_ret.data import sources
 spec = importlib.util.spec_from_file_location("dgr_config", "configs/dgr.py")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-print(sources.load_beir(module.get_config(f"{sys.argv[1]}_stage1"), "")[1])  # builds pydocs on first use
+with contextlib.redirect_stdout(sys.stderr):  # pydocs is built on first use, and the build reports on stdout
+    beir_dir = sources.load_beir(module.get_config(f"{sys.argv[1]}_stage1"), "")[1]
+print(beir_dir)
 EOF
 )
 BASELINES="bm25 minilm-dense"
