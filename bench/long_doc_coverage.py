@@ -37,10 +37,10 @@ def main():
     config = load_config(args.preset, args.max_length)
     documents = inputs.long_documents(config, inputs.student(config).tokenizer)
     dataset = documents.dataset
-    shown = documents.visible_passages()
+    visible_ids = documents.visible_passages()
     for split, qrels in sorted(dataset.passage_qrels.items()):
         judged = [passage for per_query in qrels.values() for passage, gain in per_query.items() if gain > 0]
-        visible = sum(passage in shown for passage in judged)
+        visible = sum(passage in visible_ids for passage in judged)
         print(f"{split}: {visible} of {len(judged)} judged passages ({visible / max(len(judged), 1):.1%}) lie within "
               f"the first {config.data.max_length} tokens of their document")
     shown = np.mean([segmented.passage_mask.sum() for segmented in documents.segmented.values()])
