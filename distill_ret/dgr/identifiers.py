@@ -47,6 +47,7 @@ IDENTIFIERS_FILE = "identifiers.jsonl"
 METADATA_FILE = "identifiers.json"
 FORMAT = "distill_ret.identifiers/1"
 UNIGRAM_SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
+DIGITS = "0123456789"  # each its own Unigram piece, present whether or not the corpus has it
 
 # (passage texts in corpus order) -> [passages, dim] embeddings; the semantic view's dense encoder.
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -180,7 +181,7 @@ def train_unigram(texts: Sequence[str], vocab_size: int) -> transformers.PreTrai
     sentences = [normalized for normalized in map(normalizer.normalize_str, texts) if normalized]
     if not sentences:
         raise ConfigError("config.identifiers: the corpus has no text to train the Unigram tokenizer on")
-    characters = set("".join(sentences).replace(" ", "▁")) | set("0123456789▁")  # every one a piece of its own
+    characters = set("".join(sentences).replace(" ", "▁")) | set(DIGITS + "▁")  # every one a piece of its own
     if vocab_size < len(UNIGRAM_SPECIALS) + len(characters):
         raise ConfigError(f"config.identifiers.unigram_vocab_size={vocab_size}: too small for this corpus, whose "
                           f"{len(characters)} characters (digits and the word boundary included) and "
@@ -190,7 +191,7 @@ def train_unigram(texts: Sequence[str], vocab_size: int) -> transformers.PreTrai
         sentence_iterator=iter(sentences), model_writer=model,
         model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False, num_threads=1,
         normalization_rule_name="identity", remove_extra_whitespaces=False, max_sentence_length=1 << 24,
-        character_coverage=1.0, split_digits=True, required_chars="0123456789",
+        character_coverage=1.0, split_digits=True, required_chars=DIGITS,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
     pieces = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
     vocab = [(pieces.id_to_piece(index), pieces.get_score(index)) for index in range(pieces.get_piece_size())]
