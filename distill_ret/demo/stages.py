@@ -254,7 +254,7 @@ def evaluate(state: DemoState) -> None:
 def systems(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[tuple[str, str]]:
     """(label, metrics path without suffix) of every system in SYSTEMS whose metrics file is in the workdir."""
     named = [(label, path.format(split=config.demo.split)) for label, path in SYSTEMS]
-    return [(label, path) for label, path in named if (workdir / f"{path}{report.METRICS_SUFFIX}").is_file()]
+    return [(label, path) for label, path in named if (workdir / f"{path}{report.collect.METRICS_SUFFIX}").is_file()]
 
 
 def build_report(state: DemoState) -> None:
