@@ -143,6 +143,13 @@ def is_out_of_memory(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
 
 
+def file_error_message(error: OSError) -> str:
+    """`PATH: reason` (`PATH -> OTHER: reason` for a rename or a link) of a file operation the system refused: a
+    workdir that cannot be created, a full disk, a path made unreadable while the job ran."""
+    target = f"{error.filename} -> {error.filename2}" if error.filename2 is not None else str(error.filename)
+    return f"{target}: {error.strerror or error}"
+
+
 def main(argv: list[str]) -> int:
     mode = _mode_of(argv)
     try:
@@ -153,6 +160,10 @@ def main(argv: list[str]) -> int:
         getattr(importlib.import_module(module_name), function_name)(_CONFIG.value, _WORKDIR.value)
     except UserError as error:
         return report(mode, str(error))
+    except OSError as error:
+        if error.filename is None:
+            raise
+        return report(mode, file_error_message(error))
     except jax.errors.JaxRuntimeError as error:
         if not is_out_of_memory(error):
             raise

@@ -371,3 +371,16 @@ def test_running_out_of_device_memory_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("distill-ret train: error: the device ran out of memory (") and "bytes" in last
     assert "config.train.grad_accum_steps" in last
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_file_operation_the_system_refuses_is_one_line(template, tmp_path):
+    """A workdir nobody can create, even as root (under /proc, where mkdir fails though the directory reads as
+    writable to root): the job's first write fails, and the error is one line naming the path."""
+    workdir = f"/proc/distill-ret-{os.getpid()}/work"
+    item = case("proc-workdir", "bm25", "--config={C}/bm25.py:cranfield", f"--workdir={workdir}",
+                "--config.data.beir_dir={S}/beir", message=f"/proc/distill-ret-{os.getpid()}")
+    (sandbox, before), = make_sandboxes(template, tmp_path, [item]).values()
+    done = subprocess.run([sys.executable, "-m", "distill_ret.main", *expand(item.argv, sandbox)], cwd=sandbox,
+                          env=environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert_one_clean_error(item, done.returncode, done.stderr, sandbox, before)
