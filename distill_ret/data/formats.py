@@ -386,10 +386,12 @@ def _plain_id(path, number: int, value: str, what: str) -> str:
     return _valid_id(path, number, value.strip(), what)
 
 
-def _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus) -> None:
+def _add_pair(path, number, table, seen, query_id, doc_id, value, queries, corpus) -> None:
+    """table[query_id][doc_id] = value for a (query, document) pair of a qrels or run file: once per file, and
+    only for known ids when `queries` / `corpus` are given."""
     seen.add((query_id, doc_id), number)
     _check_known(path, number, query_id, doc_id, queries, corpus)
-    qrels.setdefault(query_id, {})[doc_id] = gain
+    table.setdefault(query_id, {})[doc_id] = value
 
 
 def read_qrels(
@@ -416,7 +418,7 @@ def read_qrels(
         query_id = _plain_id(path, number, columns[0], "query id")
         doc_id = _plain_id(path, number, columns[1], "document id")
         gain = _parse_int(path, number, columns[2].strip(), "score")
-        _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
+        _add_pair(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
     if not header_seen:
         raise FormatError(path, 1, f"empty file: expected the header {chr(9).join(QRELS_HEADER)!r}")
     return qrels
@@ -445,10 +447,7 @@ def read_run(
     seen = _UniqueIds(path, "(query id, document id) pair")
     for number, (query_id, _, doc_id, rank, score, _) in _whitespace_rows(path, 6, "qid Q0 docid rank score tag"):
         _parse_int(path, number, rank, "rank")
-        value = _parse_score(path, number, score)
-        seen.add((query_id, doc_id), number)
-        _check_known(path, number, query_id, doc_id, queries, corpus)
-        run.setdefault(query_id, {})[doc_id] = value
+        _add_pair(path, number, run, seen, query_id, doc_id, _parse_score(path, number, score), queries, corpus)
     return run
 
 
@@ -538,5 +537,5 @@ def read_trec_qrels(
     seen = _UniqueIds(path, "judgement (query id, document id)")
     for number, (query_id, _, doc_id, relevance) in _whitespace_rows(path, 4, "qid iteration docid relevance"):
         gain = _parse_int(path, number, relevance, "relevance")
-        _add_judgement(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
+        _add_pair(path, number, qrels, seen, query_id, doc_id, gain, queries, corpus)
     return qrels
