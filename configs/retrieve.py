@@ -27,6 +27,7 @@ def identifiers() -> ml_collections.ConfigDict:
     section.max_tokens = 32  # tokens per identifier, EOS included (longer titles and spans are cut)
     section.title = ml_collections.ConfigDict()
     section.title.weight = 1.0  # the passage title (shared by passages with the same title)
+    section.title.reverse_components = False  # spell a dotted title most specific part first (a.b.c -> c.b.a)
     section.atomic = ml_collections.ConfigDict()
     section.atomic.weight = 0.0  # the passage's corpus position as a digit string
     section.semantic = ml_collections.ConfigDict()

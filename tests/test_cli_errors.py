@@ -182,6 +182,9 @@ IN_PROCESS_CASES = [
     case("train-dgr-unigram-vocabulary-too-small", "train", "--config={C}/dgr.py:tiny", "--workdir={S}/work",
          "--config.data.beir_dir={S}/beir", "--config.identifiers.dir={S}/ids",
          "--config.identifiers.unigram_vocab_size=16", message="config.identifiers.unigram_vocab_size=16: too small"),
+    case("train-dgr-reverse-components-not-a-bool", "train", "--config={C}/dgr.py:tiny", "--workdir={S}/work",
+         "--config.identifiers.title.reverse_components=maybe",
+         message="--config.identifiers.title.reverse_components=maybe: ('Non-boolean argument"),
     # candidates
     case("candidates-zero-depth", *CANDIDATES, "--config.candidates.depth=0", message="config.candidates.depth=0"),
     case("candidates-pseudo-bounds", *CANDIDATES, "--config.candidates.pseudo.max_words=2",

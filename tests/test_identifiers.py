@@ -148,6 +148,29 @@ def test_views_map_identifiers_to_passages_many_to_many():
     assert weights.tolist() == [{"title": 2.0, "atomic": 0.5, "spans": 1.0}[i.view] for i in built.identifiers]
 
 
+def test_reversed_titles_put_the_last_component_first_and_are_fingerprinted():
+    corpus = {"a": formats.Document("a", "json.decoder.JSONDecoder.decode", "Decode a JSON document."),
+              "b": formats.Document("b", "json.dumps", "Serialize an object."),
+              "c": formats.Document("c", "  plain title  ", "No dots."),
+              "d": formats.Document("d", "", "Untitled.")}
+    assert identifiers.title_texts(corpus) == {"a": ["json.decoder.JSONDecoder.decode"], "b": ["json.dumps"],
+                                               "c": ["plain title"]}
+    assert identifiers.title_texts(corpus, reverse_components=True) == {
+        "a": ["decode.JSONDecoder.decoder.json"], "b": ["dumps.json"], "c": ["plain title"]}
+    section = retrieve_config.identifiers()
+    section.semantic.weight = 0.0
+    plain = identifiers.options_from_config(section)
+    section.title.reverse_components = True
+    reversed_ = identifiers.options_from_config(section)
+    tokenizer = identifiers.train_unigram([identifiers.passage_text(doc) for doc in corpus.values()], 60)
+    built = identifiers.build(corpus, reversed_, tokenizer)
+    assert [identifier.text for identifier in built.identifiers] == ["decode.JSONDecoder.decoder.json", "dumps.json",
+                                                                     "plain title"]
+    # the default adds nothing to the fingerprint (directories built before the option stay valid)
+    assert plain.fingerprint() == {"views": ["title"], "max_tokens": 32}
+    assert reversed_.fingerprint() == {"views": ["title"], "max_tokens": 32, "title": "components reversed"}
+
+
 def test_spans_file_and_its_errors(tmp_path):
     corpus = tiny_corpus(3)
     path = tmp_path / "pseudo.tsv"

@@ -1,7 +1,10 @@
 """Identifier views of a corpus, the identifier <-> passage map, the identifiers' tokenizer, and their directory.
 
 Views (DESIGN §3), each enabled by a positive weight in `config.identifiers.<view>.weight`:
-- `title`: the passage's title (many passages may share one; passages without a title get none);
+- `title`: the passage's title (many passages may share one; passages without a title get none); with
+  `title.reverse_components` its dot-separated components in reverse order, most specific first
+  (`json.decoder.JSONDecoder.decode` -> `decode.JSONDecoder.decoder.json`), so that the constrained search's first
+  steps decide the part of a qualified name a query is most likely to name;
 - `atomic`: the passage's position in the corpus as a decimal string ("0", "1", ...);
 - `semantic`: NCI-style hierarchical k-means path over the passages' dense embeddings (`semantic_ids`);
 - `spans`: pseudo-queries from a TSV file (`passage_id<TAB>text` per line) when given, else `per_passage` spans of
@@ -101,6 +104,7 @@ class Options:
 
     weights: Mapping[str, float]  # view -> weight; views with weight 0 are not built
     max_tokens: int
+    title_reversed: bool  # titles spelt with their dot-separated components reversed
     unigram_vocab_size: int
     semantic_k: int
     semantic_c: int
@@ -118,6 +122,8 @@ class Options:
     def fingerprint(self) -> dict:
         """The options that decide the identifiers (weights only decide which views exist)."""
         record = {"views": list(self.enabled), "max_tokens": self.max_tokens}
+        if "title" in self.enabled and self.title_reversed:
+            record["title"] = "components reversed"
         if "semantic" in self.enabled:
             record["semantic"] = [self.semantic_k, self.semantic_c, self.semantic_seed, self.semantic_iterations]
         if "spans" in self.enabled:
@@ -138,6 +144,7 @@ def options_from_config(section: ml_collections.ConfigDict, prefix: str = "confi
         raise ConfigError(f"{prefix}.spans.file={spans_file!r} is not a file")
     return Options(
         weights=weights, max_tokens=section_integer(section, prefix, "max_tokens", 2),
+        title_reversed=section.title.reverse_components,
         unigram_vocab_size=section_integer(section, prefix, "unigram_vocab_size", 16),
         semantic_k=section_integer(section.semantic, f"{prefix}.semantic", "k", 2),
         semantic_c=section_integer(section.semantic, f"{prefix}.semantic", "c", 1),
@@ -216,9 +223,13 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> list[tuple[int
 # ------------------------------------------------------------------------------------------------ views
 
 
-def title_texts(corpus: Mapping[str, formats.Document]) -> dict[str, list[str]]:
-    """passage id -> [its title] (nothing for an untitled passage)."""
-    return {doc_id: [doc.title.strip()] for doc_id, doc in corpus.items() if doc.title.strip()}
+def title_texts(corpus: Mapping[str, formats.Document], reverse_components: bool = False) -> dict[str, list[str]]:
+    """passage id -> [its title] (nothing for an untitled passage), with its dot-separated components in reverse
+    order when `reverse_components`."""
+    titles = {doc_id: doc.title.strip() for doc_id, doc in corpus.items() if doc.title.strip()}
+    if reverse_components:
+        titles = {doc_id: ".".join(reversed(title.split("."))) for doc_id, title in titles.items()}
+    return {doc_id: [title] for doc_id, title in titles.items()}
 
 
 def atomic_texts(corpus: Mapping[str, formats.Document]) -> dict[str, list[str]]:
@@ -303,7 +314,7 @@ def build(corpus: Mapping[str, formats.Document], options: Options, tokenizer,
     identifiers = []
     for view in options.enabled:
         if view == "title":
-            texts = title_texts(corpus)
+            texts = title_texts(corpus, options.title_reversed)
         elif view == "atomic":
             texts = atomic_texts(corpus)
         elif view == "semantic":

