@@ -17,6 +17,9 @@
 # when missing), so a stage-2 variant (EXTRA_STAGE2) is compared with the same students:
 #   ROOT=workdirs/experiments/cranfield_dgr_pseudo STAGE1_ROOT=workdirs/experiments/cranfield_dgr \
 #     EXTRA_STAGE2="--config.candidates.pseudo.count=400 --config.candidates.pseudo.skip_words=40" launch/experiments/cranfield_dgr.sh
+# ID_OPTIONS (--config.identifiers.* overrides) reach every run that reads the identifiers, the test runs included:
+#   ROOT=workdirs/experiments/pydocs_dgr_reversed ID_OPTIONS="--config.identifiers.title.reverse_components=True" \
+#     launch/experiments/pydocs_dgr.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -57,7 +60,7 @@ teacher_flags() {
 
 test_run() {  # test_run WORKDIR: the test split retrieved by WORKDIR's best checkpoint (R@100 needs 100 beams)
   stage "$1 test" "$1/test.metrics.json" $DISTILL_RET retrieve --config=configs/retrieve.py:$DATASET \
-    --workdir="$1" --config.model.path="$1" $IDS $VIEWS --config.retrieve.num_beams=100 \
+    --workdir="$1" --config.model.path="$1" $VIEWS $IDS --config.retrieve.num_beams=100 \
     --config.retrieve.name=test --config.retrieve.show_progress=False \
     --config.eval.measures=nDCG@10,MRR@10,R@10,R@100
 }
