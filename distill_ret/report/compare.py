@@ -60,7 +60,7 @@ def _per_query(workdir: pathlib.Path, file: str, measures: Sequence[str], qrels,
 
 
 def compare_systems(workdir: pathlib.Path, systems: Sequence[collect.SystemResult], baseline: collect.SystemResult,
-                 measures: Sequence[str], options: ReportOptions) -> list[Comparison]:
+                    measures: Sequence[str], options: ReportOptions) -> list[Comparison]:
     """Every other system against `baseline` over their paired seeds, and over queries when qrels are given."""
     qrels = None
     if options.qrels_path:
