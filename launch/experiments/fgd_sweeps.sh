@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The FGD investigations (README "FGD on pydocs modules"), resumable, from the warm-up, the mined negatives and the
-# teacher cache of a finished cranfield_fgd.sh / pydocs_fgd.sh root (TABLE_ROOT): one field changed per run against
-# that root's stage-2 FGD, every run retrieved on the test split. Beside each setting, the root's own no-KD and FGD
-# runs are linked in (`reference/nokd`, `lambda=1`), so one report shows them together.
+# The FGD investigations (README "FGD on pydocs modules"; the record: docs/fgd_pydocs_investigation.md), resumable,
+# from the warm-up, the mined negatives and the teacher cache of a finished cranfield_fgd.sh / pydocs_fgd.sh root
+# (TABLE_ROOT): one field changed per run against that root's stage-2 FGD, every run retrieved on the test split.
+# Beside each setting, the root's own no-KD and FGD runs are linked in (`reference/nokd`, `lambda=1`), so one report
+# shows them together.
 #
 #   ROOT=workdirs/experiments/pydocs_fgd_dv SEEDS="0 1 2" \
 #     EXTRA_ARGS="--config.fgd.teacher_temperature=0.05 --config.fgd.distill_visible_only=True" \
