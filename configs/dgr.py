@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if stage == 1:
         # pydocs (2,428 passages, 1,943 train queries) leaves chance only late: seed 0's dev nDCG@10 stays <= 0.014
         # until step 6,000 and reaches 0.026 at 7,000 (README "DGR on pydocs passages"). Cranfield's table: 2,000.
-        steps = 4 if tiny else (8000 if data_set == "pydocs" else 2000)
+        steps, every = (4, 2) if tiny else ((8000, 1000) if data_set == "pydocs" else (2000, 500))
         config.train = common.train(batch_size=8 if tiny else 32, num_steps=steps,
                                     learning_rate=1e-2 if tiny else 5e-3, warmup_steps=0 if tiny else 100,
                                     log_every=1 if tiny else 50)
@@ -97,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train = common.train(batch_size=8 if tiny else 4, num_steps=2 if tiny else 150,
                                     learning_rate=1e-2 if tiny else 1e-4, warmup_steps=0 if tiny else 10,
                                     log_every=1 if tiny else 10)
-    every = 2 if tiny else ((1000 if data_set == "pydocs" else 500) if stage == 1 else 25)
+        every = 2 if tiny else 25
     config.mesh = common.mesh("data_parallel")
     config.checkpoint = common.checkpoint(every=every, keep=1, best_metric="dev/nDCG@10", best_mode="max")
     config.evals = ml_collections.ConfigDict()  # named dev evaluators (training.evaluators)
