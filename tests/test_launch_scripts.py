@@ -199,6 +199,39 @@ def test_the_fgd_sweeps_cross_encoder_entries_score_with_that_run_at_the_logits_
     assert chosen(_command(commands, "teacher=ce/fgd"))[1:4] == [*teacher[:2], "--config.teacher.max_length=64"]
 
 
+def test_the_pydocs_table_runs_its_rows_from_one_warm_up_with_the_settings_of_the_readme(tmp_path):
+    def rows(seed, name, parts):
+        return [f"seed{seed}/{name}/{part}" for part in parts]
+
+    fgd = ("fgd", "fgd/retrieve", "fgd_mv/retrieve")
+    assert _stages("pydocs_fgd_table.sh", tmp_path, SEEDS="0 1") == (
+        SHARED + ["seed0/nokd", "seed0/nokd/retrieve", "seed1/nokd", "seed1/nokd/retrieve"]
+        + [stage for seed in (0, 1) for name in ("temperature=0.01", "pieces=8,8,8,8")
+           for stage in rows(seed, name, fgd)]
+        + ["cross_encoder"]
+        + [stage for seed in (0, 1) for stage in rows(seed, "teacher=ce2k", ("dockd", "dockd/retrieve", *fgd))])
+    root = tmp_path / "root"
+    commands = _run("pydocs_fgd_table.sh", tmp_path, SEEDS="0").stdout
+    flags = ["--config.model.normalize=True", "--config.fgd.temperature=0.05", "--config.fgd.teacher_temperature=0.05",
+             "--config.fgd.distill_visible_only=True"]
+    for stage in ("] stage1", "seed0/nokd"):  # the warm-up, the mining and no KD: the four flags, the preset's pieces
+        words = _command(commands, stage)
+        assert words[-len(flags):] == flags and not any(word.startswith("--config.data.num_") for word in words)
+    assert f"--config.model.init_from={root}/table/stage1" in _command(commands, "seed0/nokd")
+    cache = f"--config.teacher.cache_path={root}/rows/teacher_pieces=8,8,8,8.npz"  # MiniLM's scores of 8, 8, 8, 8
+    for stage in ("temperature=0.01/fgd", "pieces=8,8,8,8/fgd", "teacher=ce2k/dockd", "teacher=ce2k/fgd"):
+        words = _command(commands, stage)
+        assert f"--config.model.init_from={root}/table/stage1" in words
+        assert f"--config.data.negatives_file={root}/table/negatives/negatives.jsonl" in words
+        assert words.index("--config.data.num_sentences=8") > words.index(flags[-1])
+        assert (cache in words) == stage.startswith(("temperature", "pieces"))
+    assert _command(commands, "temperature=0.01/fgd")[-1] == "--config.fgd.teacher_temperature=0.01"
+    assert f"--config.teacher.path={root}/cross_encoder" in _command(commands, "teacher=ce2k/fgd")
+    assert "configs/cross_encoder.py:pydocs" in re.search(r"cross_encoder: would run: (.*)", commands).group(1)
+    reused = _run("pydocs_fgd_table.sh", tmp_path, SEEDS="0", CROSS_ENCODER="/runs/ce").stdout
+    assert "--config.teacher.path=/runs/ce" in _command(reused, "teacher=ce2k/dockd")
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
 def test_every_launch_script_parses(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

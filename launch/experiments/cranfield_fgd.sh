@@ -95,19 +95,8 @@ retrieve() {
 }
 
 # The preset's values the baselines need: the BEIR export of its long documents, the teacher's kind and path.
-read -r EXPORT TEACHER_KIND TEACHER_PATH < <(python - "$DATASET" <<'EOF'
-import importlib.util
-import sys
-
-from distill_ret.data import builders
-
-spec = importlib.util.spec_from_file_location("fgd_config", "configs/fgd.py")
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = module.get_config(sys.argv[1])
-print(builders.beir_dir(config, config.data.data_dir), config.teacher.kind, config.teacher.path or "-")
-EOF
-)
+source launch/experiments/fgd_preset.sh  # fgd_preset DATASET
+read -r EXPORT TEACHER_KIND TEACHER_PATH < <(fgd_preset "$DATASET")
 if [[ -z "${TEACHER_PATH:-}" ]]; then
   echo "$0: could not read configs/fgd.py:$DATASET (is the venv active?)" >&2
   exit 1

@@ -13,7 +13,7 @@
 #
 # Under $ROOT/seedS/ for each stage-2 seed S (the warm-up is TABLE_ROOT's, as in the table):
 #   lambda=W/fgd, lambda=W/fgd_mv      FGD with fgd.contrastive_weight W (eq. 13's λ; lambda=1, the table's FGD, is
-#                                      always linked in)
+#                                      linked in when LAMBDAS is not empty)
 #   temperature=T/{fgd,fgd_mv}         FGD with the teacher's temperature fgd.teacher_temperature T (eq. 5 and 10)
 #   teacher=bm25/{dockd,fgd,fgd_all}   the teacher is BM25 with the statistics of the long documents, reading each
 #                                      document whole (teacher.kind=bm25, empty path), τ_t = 1 (BM25 scores are a few
@@ -151,8 +151,10 @@ DOCKD=(--config.fgd.document_distillation=True "${NOKD[@]}")
 for seed in $SEEDS; do
   run=$ROOT/seed$seed
   link "$run/reference/nokd" "$TABLE_ROOT/seed$seed/nokd"
-  link "$run/lambda=1/fgd" "$TABLE_ROOT/seed$seed/fgd"  # the table's FGD
-  link "$run/lambda=1/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
+  if [[ -n $LAMBDAS ]]; then  # the table's FGD, beside the other weights
+    link "$run/lambda=1/fgd" "$TABLE_ROOT/seed$seed/fgd"
+    link "$run/lambda=1/fgd_mv" "$TABLE_ROOT/seed$seed/fgd_mv"
+  fi
   for weight in $LAMBDAS; do
     [[ $weight == 1 ]] && continue
     train_and_retrieve "seed$seed/lambda=$weight/fgd" "$run/lambda=$weight/fgd" "$seed" "$run/lambda=$weight/fgd_mv" -- \
