@@ -96,17 +96,13 @@ retrieve() {
 
 # The preset's values the baselines need: the BEIR export of its long documents, the teacher's kind and path.
 source launch/experiments/fgd_preset.sh  # fgd_preset DATASET
-read -r EXPORT TEACHER_KIND TEACHER_PATH < <(fgd_preset "$DATASET")
-if [[ -z "${TEACHER_PATH:-}" ]]; then
-  echo "$0: could not read configs/fgd.py:$DATASET (is the venv active?)" >&2
-  exit 1
-fi
+fgd_preset "$DATASET"
 
 base=$ROOT/baselines
-stage "baselines/data" "$EXPORT" \
+stage "baselines/data" "$PRESET_EXPORT" \
   "$CLI" build-data --config="$WARMUP" --workdir="$base/data"
 stage "baselines/bm25" "$base/bm25/bm25-test.metrics.json" \
-  "$CLI" bm25 --config=configs/bm25.py:"$DATASET" --workdir="$base/bm25" --config.data.beir_dir="$EXPORT" \
+  "$CLI" bm25 --config=configs/bm25.py:"$DATASET" --workdir="$base/bm25" --config.data.beir_dir="$PRESET_EXPORT" \
   --config.data.split=test --config.eval.measures="$MEASURES"
 # Zero-shot MiniLM: the stage-2 preset's model.init_from (MiniLM) with its own pooling (mean, L2-normalised).
 stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
@@ -114,10 +110,10 @@ stage "baselines/minilm" "$base/minilm/retrieve-test.metrics.json" \
   --config.model.normalize=True --config.fgd.representation=all_pooling --config.retrieve.split=test \
   --config.retrieve.measures="$MEASURES" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
 stage "baselines/teacher" "$base/teacher/teacher-test.metrics.json" \
-  "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" --config.data.beir_dir="$EXPORT" \
-  --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" --config.rerank.depth=100 \
-  --config.rerank.name=teacher-test --config.teacher.kind="$TEACHER_KIND" --config.teacher.path="$TEACHER_PATH" \
-  --config.eval.measures="$MEASURES"
+  "$CLI" rerank --config=configs/rerank.py:"$DATASET" --workdir="$base/teacher" \
+  --config.data.beir_dir="$PRESET_EXPORT" --config.data.split=test --config.rerank.run_path="$base/bm25/bm25-test.trec" \
+  --config.rerank.depth=100 --config.rerank.name=teacher-test --config.teacher.kind="$PRESET_TEACHER_KIND" \
+  --config.teacher.path="$PRESET_TEACHER_PATH" --config.eval.measures="$MEASURES"
 stage "stage1" "$ROOT/stage1/train.done" \
   train "$ROOT/stage1" --config="$WARMUP" --config.train.seed="$STAGE1_SEED"
 negatives=$ROOT/negatives/negatives.jsonl

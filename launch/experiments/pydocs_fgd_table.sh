@@ -35,11 +35,7 @@ MEASURES=MRR@100,nDCG@10,R@100
 
 source launch/experiments/stages.sh  # stage NAME OUTPUT COMMAND...
 source launch/experiments/fgd_preset.sh  # fgd_preset DATASET
-read -r export _ < <(fgd_preset pydocs)
-if [[ -z "${export:-}" ]]; then
-  echo "$0: could not read configs/fgd.py:pydocs (is the venv active?)" >&2
-  exit 1
-fi
+fgd_preset pydocs  # PRESET_EXPORT: the documents' qrels for the report
 
 # sweeps ENV...: launch/experiments/fgd_sweeps.sh over $ROOT/rows from $ROOT/table, only the settings ENV names.
 sweeps() {
@@ -56,5 +52,6 @@ stage "cross_encoder" "$CROSS_ENCODER/train.done" \
 sweeps TEACHERS="ce2k=cross_encoder:$CROSS_ENCODER"
 
 echo "done: the table's rows under $ROOT/rows (no KD: reference/nokd), the baselines under $ROOT/table"
-[[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT/rows" --config.report.measures="$MEASURES" \
-  --config.report.baseline=reference/nokd/retrieve-test --config.report.qrels_path="$export/qrels/test.tsv"
+[[ "$DRY" == 1 ]] || "$CLI" report --config=configs/report.py --workdir="$ROOT/rows" \
+  --config.report.measures="$MEASURES" --config.report.baseline=reference/nokd/retrieve-test \
+  --config.report.qrels_path="$PRESET_EXPORT/qrels/test.tsv"
